@@ -1,0 +1,1 @@
+"""VapourSynth filter for ELAN super-resolution: ``from vselan import elan``."""
