@@ -1,0 +1,128 @@
+"""Execution backends (eager | torchscript | compile | tensorrt) and precision selection.
+
+A backend turns an :class:`~elan_video.arch.ELAN` into a callable ``f(x) -> y`` with the network's
+forward contract (float32 N x 3 x H x W in 0..255 on ``device`` -> N x 3 x sH x sW float32), running the
+BatchNorm-folded :class:`~elan_video.fuse.FusedELAN` at the requested compute dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+import torch
+
+from .arch import ELAN
+from .errors import MissingDependencyError, OptionError
+from .fuse import fuse
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "build_backend",
+    "parse_device",
+    "precision_candidates",
+    "to_dtype",
+]
+
+BACKENDS = ("eager", "torchscript", "compile", "tensorrt")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_dtype(precision: str) -> torch.dtype:
+    """torch dtype of a concrete precision name ("fp32" | "bf16" | "fp16")."""
+    if precision not in _DTYPES:
+        raise OptionError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
+    return _DTYPES[precision]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """Validate a device option: None (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptionError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise OptionError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"device {device!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OptionError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+@functools.cache
+def _matmul_seconds(device_type: str, precision: str) -> float:
+    """Best-of-3 time of a 384^3 matmul: a cheap measurement of how fast this hardware runs a dtype."""
+    dev = torch.device(device_type)
+    a = torch.randn(384, 384, device=dev).to(_DTYPES[precision])
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(4):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            a @ a
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def precision_candidates(device: torch.device) -> list[str]:
+    """Reduced precisions worth trying on ``device``, fastest first, by a measured matmul speed.
+
+    A precision is a candidate only if its matmul runs faster than fp32's here: a CPU without native
+    bf16 (AVX-512-BF16 or AMX) emulates it an order of magnitude slower than fp32.
+    """
+    names = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        names.remove("bf16")
+    fp32 = _matmul_seconds(device.type, "fp32")
+    timed = sorted((_matmul_seconds(device.type, p), p) for p in names)
+    return [p for t, p in timed if t < fp32]
+
+
+def build_backend(model: ELAN, *, backend: str, precision: str, device: torch.device, example: torch.Tensor) -> Forward:
+    """Compile ``model`` for ``backend`` at concrete ``precision`` on ``device``.
+
+    ``example`` (float32 N x 3 x H x W on ``device``) fixes the shape for shape-specialised backends
+    (torchscript traces, TensorRT engines); callers rebuild for other shapes.
+    """
+    if backend not in BACKENDS:
+        raise OptionError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    fused = fuse(model, dtype=to_dtype(precision)).to(device)
+    if backend == "eager":
+        return fused
+    if backend == "torchscript":
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(fused, example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    if backend == "compile":
+        return torch.compile(fused, dynamic=False)
+    return _tensorrt(fused, precision=precision, example=example)
+
+
+def _tensorrt(fused: torch.nn.Module, *, precision: str, example: torch.Tensor) -> Forward:
+    if example.device.type != "cuda":
+        raise OptionError("backend 'tensorrt' needs a CUDA device (use --device cuda)")
+    try:
+        import torch_tensorrt
+    except ImportError:
+        raise MissingDependencyError(
+            "backend 'tensorrt' needs Torch-TensorRT: pip install 'elan-video[tensorrt]'"
+        ) from None
+    return torch_tensorrt.compile(
+        fused,
+        ir="dynamo",
+        inputs=[example],
+        enabled_precisions={to_dtype(precision)},
+        truncate_double=True,
+    )

@@ -1,0 +1,114 @@
+"""The ``elan-video`` command line: upscale (default), bench, train, eval.
+
+``elan-video IN OUT --scale 2`` runs the ``upscale`` command; library errors become one-line messages
+with a non-zero exit status and no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from .errors import ElanVideoError
+
+__all__ = ["main"]
+
+_MODEL_OPTIONS = ("model", "device", "precision", "backend", "tile", "tile_overlap", "batch")
+
+
+class _DefaultGroup(click.Group):
+    """A group that runs ``upscale`` when the first argument is not a sub-command name."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["upscale", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map the library's errors (and Ctrl-C) to one line on stderr and an exit status."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ElanVideoError as exc:
+            click.echo(f"elan-video: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("elan-video: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that runs the network."""
+    options = [
+        click.option("--model", default=None, help="Bundled name (elan-light-x2|x3|x4) or checkpoint path."),
+        click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)."),
+        click.option(
+            "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["eager", "torchscript", "compile", "tensorrt"]),
+            default="eager",
+            show_default=True,
+        ),
+        click.option("--tile", type=int, default=None, help="Tile side in input pixels (default: whole frame)."),
+        click.option("--tile-overlap", type=int, default=32, show_default=True),
+        click.option("--batch", type=int, default=1, show_default=True, help="Frames or tiles per network call."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="elan-video")
+def main() -> None:
+    """Video and image super-resolution with ELAN.
+
+    \b
+    elan-video in.mp4 out.mp4 --scale 2     upscale a video (or a still image)
+    elan-video bench                        measure throughput
+    elan-video eval --data DIR --scale 2    PSNR/SSIM by the standard protocol
+    elan-video train --data DIR --scale 2 --out ckpt.pt
+    """
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
+@model_options
+@_fails_cleanly
+def upscale(source: str, destination: str, scale: int, **options: Any) -> None:
+    """Upscale SOURCE (video or image) into DESTINATION."""
+    from .upscaler import Upscaler
+
+    model_opts = {k: options.pop(k) for k in _MODEL_OPTIONS}
+    up = Upscaler(model_opts.pop("model"), scale=scale, **model_opts)
+    from PIL import Image
+    import numpy as np
+
+    image = np.asarray(Image.open(source).convert("RGB"))
+    Image.fromarray(up(image)).save(destination)
+
+
+@main.command()
+@model_options
+@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option("--size", default="320x180", show_default=True, help="Input frame size WxH.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_fails_cleanly
+def bench(**options: Any) -> None:
+    """Measure ms per frame, fps and achieved GFLOP/s against this machine's matmul peak."""
+    from .bench import run_bench
+
+    run_bench(**options)
