@@ -218,6 +218,8 @@ class ELAN(nn.Module):
         super().__init__()
         if len(window_sizes) != 3:
             raise ValueError(f"window_sizes must have 3 entries, got {tuple(window_sizes)}")
+        if c_elan % 3:
+            raise ValueError(f"c_elan must be a multiple of 3 (three attention groups), got {c_elan}")
         self.scale = scale
         self.colors = colors
         self.m_elan = m_elan
