@@ -63,7 +63,8 @@ def _validate_clip(clip: object) -> vs.VideoNode:
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error(f"elan: clip must be a vs.VideoNode, got {type(clip).__name__}")
     fmt = clip.format
-    if fmt is None:
+    # R81 reports a variable format as a VideoFormat with id 0 (color family UNDEFINED); older releases as None.
+    if fmt is None or fmt.id == 0 or fmt.color_family == vs.UNDEFINED:
         raise vs.Error(
             "elan: variable-format clips are not supported; convert every frame to one format first, "
             f"e.g. {CONVERT_HINT}"
