@@ -87,18 +87,49 @@ def main() -> None:
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
 @model_options
+@click.option("--codec", default=None, help="Video encoder (default per container: libx264, libx265, libvpx-vp9...).")
+@click.option("--pix-fmt", default=None, help="Encoder pixel format (default keeps the source's chroma and depth).")
+@click.option("--crf", type=int, default=None, help="Constant-quality value for x264/x265/VP9/AV1.")
+@click.option("--preset", default=None, help="Encoder speed preset (x264/x265/SVT-AV1).")
+@click.option("--overwrite", "-y", is_flag=True, help="Replace DESTINATION if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
 @_fails_cleanly
-def upscale(source: str, destination: str, scale: int, **options: Any) -> None:
+def upscale(source: str, destination: str, scale: int, quiet: bool, **options: Any) -> None:
     """Upscale SOURCE (video or image) into DESTINATION."""
-    from .upscaler import Upscaler
+    import warnings
 
-    model_opts = {k: options.pop(k) for k in _MODEL_OPTIONS}
-    up = Upscaler(model_opts.pop("model"), scale=scale, **model_opts)
-    from PIL import Image
-    import numpy as np
+    from .pipeline import upscale_video
+    from .video import VideoWarning
 
-    image = np.asarray(Image.open(source).convert("RGB"))
-    Image.fromarray(up(image)).save(destination)
+    bar: Any = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        line = f"elan-video: warning: {message}"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", VideoWarning)
+        warnings.showwarning = show
+        try:
+            summary = upscale_video(source, destination, scale=scale, progress=None if quiet else progress, **options)
+        finally:
+            if bar is not None:
+                bar.close()
+    if not quiet:
+        w, h = summary.output_size
+        what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}" if summary.codec else "image"
+        click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s ({summary.fps:.2f} fps)", err=True)
 
 
 @main.command()

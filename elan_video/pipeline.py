@@ -1,0 +1,513 @@
+"""The streaming engine behind ``elan-video IN OUT``: decode, upscale and encode overlap in three stages.
+
+    reader thread --(bounded queue)--> inference (calling thread) --(bounded queue)--> writer thread
+
+Memory stays bounded by the queue sizes (plus the encoder's own lookahead), whatever the length of the video.
+Non-video packets travel through the same queues so that one thread muxes everything. On CUDA the inference
+stage double-buffers through pinned host memory with separate copy and compute streams (see ``_CudaRunner``).
+The output is written to a hidden temporary file beside the destination and renamed into place only when
+complete; an error or Ctrl-C removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from .arch import ELAN
+from .errors import InputError, OptionError
+from .upscaler import Upscaler
+from .video import (
+    DecodedFrame,
+    OutputError,
+    VideoReader,
+    VideoWarning,
+    VideoWriter,
+    check_source,
+    is_image_path,
+    plan_encoder,
+    read_image,
+    write_image,
+)
+
+__all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called after each written frame with (frames written, estimated total or None)."""
+
+_END = object()
+_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What :func:`upscale_video` did.
+
+    frames: frames written; frames_lost: frames the container announced that could not be decoded (None when
+    the source does not say how many it has); sizes are (width, height); codec/pix_fmt of the output video
+    (None for still images); seconds: wall time of the whole job; warnings: the messages also sent through
+    ``warnings.warn`` (category :class:`~elan_video.video.VideoWarning`).
+    """
+
+    source: Path
+    destination: Path
+    frames: int
+    frames_lost: int | None
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    codec: str | None
+    pix_fmt: str | None
+    seconds: float
+    streams_copied: int = 0
+    streams_reencoded: int = 0
+    streams_dropped: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Stopped(Exception):
+    """Another stage failed or the job was interrupted; unwind quietly."""
+
+
+class _Channel:
+    """A bounded queue whose blocking calls give up once ``stop`` is set (so no stage waits forever)."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
+        self._stop = stop
+
+    def put(self, item: object) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+    def get(self) -> object:
+        while True:
+            try:
+                return self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+
+# -- inference stage ----------------------------------------------------------------------------------------
+
+
+class _CpuRunner:
+    """Synchronous inference: each submitted batch comes back at once."""
+
+    def __init__(self, upscaler: Upscaler) -> None:
+        self.upscaler = upscaler
+
+    def submit(self, frames: list[DecodedFrame]) -> list[tuple[int, np.ndarray]]:
+        out = self.upscaler.upscale_batch(np.stack([f.image for f in frames]))
+        return [(f.pts, image) for f, image in zip(frames, out, strict=True)]
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        return []
+
+
+class _CudaRunner:
+    """Overlap host<->device copies with compute: two pinned host buffers per direction, two device buffers,
+    a copy stream and a compute stream ordered by events.
+
+    Batch k: the host fills pinned slot k%2, the copy stream uploads it, the compute stream runs the network
+    into device slot k%2, and only then (at submit k+1) is its download queued on the copy stream. So while
+    batch k computes, the copy stream downloads batch k-1 and uploads batch k+1. ``submit`` returns the
+    batch before the previous one, whose download has had a whole compute to finish.
+    """
+
+    def __init__(self, upscaler: Upscaler, *, batch: int, height: int, width: int, dtype: np.dtype) -> None:
+        self.up = upscaler
+        dev = upscaler.device
+        s = upscaler.scale
+        self.peak = 255.0 if dtype == np.uint8 else 65535.0
+        self.np_dtype = dtype
+        # torch has no uint16 arithmetic on every build; 16-bit frames travel as int32 on the device side.
+        host_dtype = torch.uint8 if dtype == np.uint8 else torch.int32
+        self.host_in = [torch.empty((batch, height, width, 3), dtype=host_dtype, pin_memory=True) for _ in range(2)]
+        self.host_out = [
+            torch.empty((batch, height * s, width * s, 3), dtype=host_dtype, pin_memory=True) for _ in range(2)
+        ]
+        self.dev_in = [torch.empty_like(t, device=dev) for t in self.host_in]
+        self.dev_out = [torch.empty_like(t, device=dev) for t in self.host_out]
+        self.copy = torch.cuda.Stream(device=dev)
+        self.compute = torch.cuda.Stream(device=dev)
+        self.uploaded = [torch.cuda.Event() for _ in range(2)]
+        self.computed = [torch.cuda.Event() for _ in range(2)]
+        self.downloaded = [torch.cuda.Event() for _ in range(2)]
+        self.in_flight: deque[tuple[int, list[int]]] = deque()  # (slot, pts) computed, download not collected
+        self.to_download: tuple[int, int] | None = None  # (slot, n) computed, download not yet queued
+        self.count = 0
+
+    def _queue_download(self) -> None:
+        if self.to_download is None:
+            return
+        slot, n = self.to_download
+        with torch.cuda.stream(self.copy):
+            self.copy.wait_event(self.computed[slot])
+            self.host_out[slot][:n].copy_(self.dev_out[slot][:n], non_blocking=True)
+            self.downloaded[slot].record(self.copy)
+        self.to_download = None
+
+    def _collect(self) -> list[tuple[int, np.ndarray]]:
+        slot, pts = self.in_flight.popleft()
+        self.downloaded[slot].synchronize()
+        arrays = self.host_out[slot][: len(pts)].numpy().astype(self.np_dtype)  # a copy: the slot is reused
+        return list(zip(pts, arrays, strict=True))
+
+    def submit(self, frames: list[DecodedFrame]) -> list[tuple[int, np.ndarray]]:
+        slot, n = self.count % 2, len(frames)
+        self.count += 1
+        ready: list[tuple[int, np.ndarray]] = []
+        # The slot's previous batch (k-2) must be fully downloaded before its buffers are reused.
+        if len(self.in_flight) == 2:
+            ready += self._collect()
+        self.uploaded[slot].synchronize()
+        host = self.host_in[slot][:n].numpy()
+        for i, f in enumerate(frames):
+            host[i] = f.image
+        with torch.cuda.stream(self.copy):
+            # Device input slot: compute of batch k-2 read it.
+            self.copy.wait_event(self.computed[slot])
+            self.dev_in[slot][:n].copy_(self.host_in[slot][:n], non_blocking=True)
+            self.uploaded[slot].record(self.copy)
+        with torch.cuda.stream(self.compute):
+            self.compute.wait_event(self.uploaded[slot])
+            self.compute.wait_event(self.downloaded[slot])  # device output slot: download of batch k-2
+            x = self.dev_in[slot][:n].permute(0, 3, 1, 2).float()
+            if self.peak != 255.0:
+                x = x * (255.0 / self.peak)
+            y = self.up.forward_tensor(x).clamp(0, 255)
+            if self.peak != 255.0:
+                y = y * (self.peak / 255.0)
+            self.dev_out[slot][:n].copy_(y.round().permute(0, 2, 3, 1))
+            self.computed[slot].record(self.compute)
+        # Batch k-1's download goes on the copy stream after batch k's upload, so it overlaps batch k's compute.
+        self._queue_download()
+        self.to_download = (slot, n)
+        self.in_flight.append((slot, [f.pts for f in frames]))
+        return ready
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        self._queue_download()
+        ready: list[tuple[int, np.ndarray]] = []
+        while self.in_flight:
+            ready += self._collect()
+        return ready
+
+
+# -- the job ------------------------------------------------------------------------------------------------
+
+
+def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
+    folder = dst.parent if str(dst.parent) else Path(".")
+    if dst.is_dir():
+        raise OutputError(f"{dst}: is a folder; give an output file name")
+    if not folder.is_dir():
+        raise OutputError(f"{dst}: output folder {folder} does not exist")
+    same = dst.resolve() == src.resolve()
+    if not same and dst.exists():
+        with contextlib.suppress(OSError):
+            same = os.path.samefile(src, dst)
+    if same:
+        raise OutputError(f"{dst}: output is the input file; choose another output name")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
+    if is_image_path(src) != is_image_path(dst):
+        kind = ("an image", "a video") if is_image_path(src) else ("a video", "an image")
+        raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
+
+
+@contextlib.contextmanager
+def _temporary_output(dst: Path) -> Iterator[Path]:
+    """A hidden file beside ``dst`` (same suffix, so the muxer is chosen the same way), renamed over ``dst``
+    only when the body completes; removed on any error or interruption."""
+    tmp = dst.with_name(f".{dst.stem}.partial-{uuid.uuid4().hex[:8]}{dst.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{dst}: cannot be written ({exc.strerror or exc})") from None
+
+
+def _make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
+    if isinstance(model, Upscaler):
+        if model.scale != scale:
+            raise OptionError(f"scale {scale} does not match the upscaler, which upscales x{model.scale}")
+        return model
+    return Upscaler(model, scale=scale, **options)  # type: ignore[arg-type]
+
+
+def upscale_video(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    scale: int = 2,
+    model: ELAN | str | Path | Upscaler | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    backend: str = "eager",
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    batch: int = 1,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    overwrite: bool = False,
+    start: float | None = None,
+    end: float | None = None,
+    progress: ProgressCallback | None = None,
+    queue_size: int = 8,
+) -> VideoSummary:
+    """Upscale the video (or still image) ``src`` by ``scale`` into ``dst``.
+
+    Every frame is decoded to RGB (uint8, or uint16 for > 8-bit sources) with the source's colour matrix and
+    range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
+    (re-encoded or dropped with a warning when the output container refuses the codec).
+
+    model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for
+    ``elan-light-x{scale}``. device/precision/backend/tile/tile_overlap/batch: see :class:`Upscaler`.
+    codec/pix_fmt/crf/preset: encoder settings (defaults per container: H.264 for .mp4/.mkv/.mov, HEVC for
+    > 8-bit sources, VP9 for .webm); ``codec="ffv1", pix_fmt="gbrp"`` is lossless RGB. overwrite: replace an
+    existing ``dst``. start/end: seconds, process only that time range of the source (timestamps are kept).
+    progress: called after each frame with (frames written, estimated total or None). queue_size: frames
+    buffered between stages.
+
+    Raises InputError (missing, empty, unreadable input, no video, nothing decodable), OutputError (missing
+    folder, ``dst`` is ``src``, ``dst`` exists without ``overwrite``) and OptionError (bad options) before
+    any output is written; ``dst`` appears only once complete.
+    """
+    began = time.perf_counter()
+    if scale not in (2, 3, 4):
+        raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
+    if queue_size < 1:
+        raise OptionError(f"queue_size must be at least 1, got {queue_size}")
+    src_path, dst_path = check_source(src), Path(dst)
+    _check_destination(src_path, dst_path, overwrite=overwrite)
+    messages: list[str] = []
+
+    def warn(message: str) -> None:
+        messages.append(message)
+        warnings.warn(message, VideoWarning, stacklevel=2)
+
+    model_options = {
+        "device": device,
+        "precision": precision,
+        "backend": backend,
+        "tile": tile,
+        "tile_overlap": tile_overlap,
+        "batch": batch,
+    }
+    if is_image_path(src_path):
+        image = read_image(src_path)
+        up = _make_upscaler(model, scale=scale, **model_options)
+        result = up(image)
+        with _temporary_output(dst_path) as tmp:
+            write_image(tmp, result)
+        if progress is not None:
+            progress(1, 1)
+        h, w = image.shape[:2]
+        return VideoSummary(
+            source=src_path,
+            destination=dst_path,
+            frames=1,
+            frames_lost=0,
+            input_size=(w, h),
+            output_size=(result.shape[1], result.shape[0]),
+            codec=None,
+            pix_fmt=None,
+            seconds=time.perf_counter() - began,
+            warnings=tuple(messages),
+        )
+
+    with VideoReader(src_path, start=start, end=end, warn=warn) as reader:
+        info = reader.info
+        plan = plan_encoder(dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset)
+        up = _make_upscaler(model, scale=scale, **model_options)
+        if plan.pad != (0, 0):
+            warn(
+                f"{plan.codec} needs an even frame size: {plan.width - plan.pad[0]}x{plan.height - plan.pad[1]} "
+                f"padded to {plan.width}x{plan.height} by repeating the edge"
+            )
+        total = info.estimated_frames
+        if (start is not None or end is not None) and info.rate:
+            stop_at = end if end is not None else info.duration
+            total = round((stop_at - (start or 0.0)) * info.rate) if stop_at is not None else None
+        metadata = dict(reader.stream.metadata)
+        with _temporary_output(dst_path) as tmp:
+            writer = VideoWriter(tmp, plan, metadata=metadata, warn=warn)
+            try:
+                writer.container.metadata.update(
+                    {k: v for k, v in reader.container.metadata.items() if k.lower() in ("title", "comment")}
+                )
+                passthrough = writer.add_streams_from(reader.container, video_index=reader.stream.index)
+                _stream(
+                    reader,
+                    writer,
+                    up,
+                    passthrough=passthrough,
+                    batch=batch,
+                    size=queue_size,
+                    progress=progress,
+                    total=total,
+                )
+            except BaseException:
+                writer.abort()
+                raise
+            if writer.frames_written == 0:
+                writer.abort()
+                raise InputError(f"{src_path}: no video frame could be decoded")
+            writer.close()
+        lost = None
+        if info.frames is not None and start is None and end is None:
+            lost = max(0, info.frames - reader.frames_decoded)
+        if lost:
+            warn(
+                f"{src_path}: {lost} of {info.frames} frames could not be decoded (damaged or truncated input); "
+                f"wrote the {reader.frames_decoded} that could"
+            )
+        elif reader.decode_errors and lost is None:
+            warn(f"{src_path}: {reader.decode_errors} damaged packets could not be decoded; their frames are missing")
+        if reader.retimed:
+            warn(f"{src_path}: {reader.retimed} frames had out-of-order timestamps and were moved forward")
+        return VideoSummary(
+            source=src_path,
+            destination=dst_path,
+            frames=writer.frames_written,
+            frames_lost=lost,
+            input_size=(info.width, info.height),
+            output_size=(info.width * scale, info.height * scale),
+            codec=plan.codec,
+            pix_fmt=plan.pix_fmt,
+            seconds=time.perf_counter() - began,
+            streams_copied=len(writer.copied),
+            streams_reencoded=len(writer.reencoded),
+            streams_dropped=len(writer.dropped),
+            warnings=tuple(messages),
+        )
+
+
+def _stream(
+    reader: VideoReader,
+    writer: VideoWriter,
+    up: Upscaler,
+    *,
+    passthrough: tuple[int, ...],
+    batch: int,
+    size: int,
+    progress: ProgressCallback | None,
+    total: int | None,
+) -> None:
+    """Run reader -> inference -> writer with bounded queues until the input ends; re-raises the first failure."""
+    stop = threading.Event()
+    inbox, outbox = _Channel(size, stop), _Channel(size, stop)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for item in reader.items(passthrough):
+                inbox.put(item)
+            inbox.put(_END)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the calling thread
+            failures.append(exc)
+            stop.set()
+
+    def write() -> None:
+        done = 0
+        try:
+            while True:
+                item = outbox.get()
+                if item is _END:
+                    return
+                if isinstance(item, av.Packet):
+                    writer.mux(item)
+                    continue
+                pts, image = item  # type: ignore[misc]
+                writer.write(image, pts)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the calling thread
+            failures.append(exc)
+            stop.set()
+
+    if up.device.type == "cuda":
+        info = reader.info
+        runner: _CpuRunner | _CudaRunner = _CudaRunner(
+            up, batch=batch, height=info.height, width=info.width, dtype=np.dtype(reader.dtype)
+        )
+    else:
+        runner = _CpuRunner(up)
+    threads = [threading.Thread(target=read, name="elan-decode"), threading.Thread(target=write, name="elan-encode")]
+    for t in threads:
+        t.start()
+    try:
+        pending: list[DecodedFrame] = []
+        held: list[av.Packet] = []
+
+        def emit(results: list[tuple[int, np.ndarray]]) -> None:
+            for result in results:
+                outbox.put(result)
+            while held:
+                outbox.put(held.pop(0))
+
+        while True:
+            item = inbox.get()
+            if item is _END:
+                break
+            if isinstance(item, DecodedFrame):
+                pending.append(item)
+                if len(pending) == batch:
+                    emit(runner.submit(pending))
+                    pending = []
+            else:
+                held.append(item)  # type: ignore[arg-type]
+                if len(held) > 4 * size and not pending:
+                    emit([])
+        if pending:
+            emit(runner.submit(pending))
+        emit(runner.flush())
+        outbox.put(_END)
+        # Join in short waits so that Ctrl-C still reaches this thread.
+        while threads[1].is_alive():
+            threads[1].join(_POLL_S)
+    except _Stopped:
+        pass
+    finally:
+        stop.set()
+        for t in threads:
+            while t.is_alive():
+                t.join(_POLL_S)
+    if failures:
+        raise failures[0]

@@ -1,0 +1,760 @@
+"""Video and image I/O with PyAV: probing, threaded decoding to RGB arrays, encoding, packet passthrough, colour tags.
+
+Frames cross this module's boundary as H x W x 3 RGB numpy arrays: uint8 for 8-bit sources, uint16 scaled to the
+full 0..65535 range for sources deeper than 8 bits. The YUV<->RGB conversion uses the source's colour matrix and
+range (guessed from the frame size when untagged, the way players do), and the same tags are written to the output,
+so colours survive the round trip. Timestamps are kept per frame: nothing assumes a constant frame rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from .errors import ElanVideoError, InputError, OptionError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ColourTags",
+    "DecodedFrame",
+    "EncoderPlan",
+    "OutputError",
+    "VideoInfo",
+    "VideoReader",
+    "VideoWarning",
+    "VideoWriter",
+    "check_source",
+    "is_image_path",
+    "plan_encoder",
+    "probe",
+    "read_frames",
+    "read_image",
+    "write_image",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# FFmpeg's AVColorSpace / AVColorRange numbers (the values PyAV's ``colorspace`` and ``color_range`` carry).
+_SPC_RGB, _SPC_BT709, _SPC_UNSPECIFIED, _SPC_BT470BG, _SPC_SMPTE170M = 0, 1, 2, 5, 6
+_RANGE_UNSPECIFIED, _RANGE_LIMITED, _RANGE_FULL = 0, 1, 2
+# swscale's SWS_CS_* for an AVColorSpace: the numbering differs for BT.601 (5/6 -> 5) and BT.2020 (9/10 -> 9).
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+# (codec for 8-bit sources, codec for deeper sources) by output suffix.
+_DEFAULT_CODECS = {
+    ".mp4": ("libx264", "libx265"),
+    ".m4v": ("libx264", "libx265"),
+    ".mov": ("libx264", "libx265"),
+    ".mkv": ("libx264", "libx265"),
+    ".avi": ("libx264", "libx264"),
+    ".webm": ("libvpx-vp9", "libvpx-vp9"),
+    ".ivf": ("libvpx-vp9", "libvpx-vp9"),
+    ".y4m": ("wrapped_avframe", "wrapped_avframe"),
+    ".264": ("libx264", "libx264"),
+    ".h264": ("libx264", "libx264"),
+    ".265": ("libx265", "libx265"),
+    ".hevc": ("libx265", "libx265"),
+    ".nut": ("ffv1", "ffv1"),
+}
+# Constant-quality defaults: visually transparent for the codec's scale.
+_DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28, "libaom-av1": 28}
+_PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
+# Encoders that refuse odd frame sizes with subsampled chroma; others (VP9, FFV1, raw) accept them.
+_EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", "h264_nvenc", "hevc_nvenc")
+# Audio codec to re-encode to when the output container refuses the source's audio codec.
+_AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
+
+
+class VideoWarning(UserWarning):
+    """Something was lost or changed on the way (frames that did not decode, a dropped stream, padding)."""
+
+
+class OutputError(ElanVideoError):
+    """The destination cannot be written (missing folder, same as the input, exists without overwrite)."""
+
+
+WarnCallback = Callable[[str], None]
+
+
+def _default_warn(message: str) -> None:
+    warnings.warn(message, VideoWarning, stacklevel=3)
+
+
+def _fraction(value: object) -> Fraction | None:
+    """AVRational/Fraction/None -> Fraction or None (PyAV's rationals are not ``Fraction``)."""
+    if value is None:
+        return None
+    frac = Fraction(value.numerator, value.denominator)  # type: ignore[attr-defined]
+    return frac if frac > 0 else None
+
+
+def is_image_path(path: str | Path) -> bool:
+    """True when the file name has a still-image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+# -- colour ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """Colour description of a YUV stream as FFmpeg numbers (AVColorSpace, AVColorRange, AVColorPrimaries, ...).
+
+    ``matrix`` and ``range`` are never "unspecified" here: :meth:`resolve` fills them the way players guess,
+    so decoding and encoding agree and the output states explicitly what the conversion assumed.
+    """
+
+    matrix: int
+    range: int
+    primaries: int
+    trc: int
+
+    @classmethod
+    def resolve(cls, *, matrix: int, range_: int, primaries: int, trc: int, height: int, pix_fmt: str) -> ColourTags:
+        """Fill untagged values: BT.709 for HD (height >= 720) else BT.601; limited range except yuvj formats."""
+        if matrix in (_SPC_UNSPECIFIED, 3) or matrix not in (*_SWS_MATRIX, _SPC_RGB):
+            matrix = _SPC_BT709 if height >= 720 else _SPC_SMPTE170M
+        if range_ not in (_RANGE_LIMITED, _RANGE_FULL):
+            range_ = _RANGE_FULL if pix_fmt.startswith("yuvj") else _RANGE_LIMITED
+        return cls(matrix=matrix, range=range_, primaries=primaries, trc=trc)
+
+    @property
+    def sws_matrix(self) -> int:
+        """The matrix as swscale's SWS_CS_* number (what ``VideoFrame.reformat`` takes)."""
+        return _SWS_MATRIX.get(self.matrix, 5)
+
+    @property
+    def full_range(self) -> bool:
+        return self.range == _RANGE_FULL
+
+
+# -- probing -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A non-video stream of the source: index, type ("audio", "subtitle", "data", ...), codec, language, title."""
+
+    index: int
+    type: str
+    codec: str
+    language: str | None
+    title: str | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about a source before decoding it.
+
+    frames: the container's frame count (None when the header does not say); estimated_frames: that count or
+    duration x rate (None when neither is known); rate: average frame rate (None when unknown); time_base: the
+    video stream's; bit_depth: bits per component of the decoded format; colour: resolved colour tags.
+    """
+
+    path: Path
+    format_name: str
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str
+    bit_depth: int
+    chroma: str  # "420", "422", "440", "444" or "rgb"
+    frames: int | None
+    estimated_frames: int | None
+    duration: float | None
+    rate: Fraction | None
+    time_base: Fraction
+    colour: ColourTags
+    others: tuple[StreamInfo, ...] = field(default_factory=tuple)
+
+
+def check_source(path: str | Path) -> Path:
+    """Validate that ``path`` names a readable, non-empty file; returns it as a Path (raises InputError)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a video or image file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty")
+    return p
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"{path}: not a video or image FFmpeg can read ({reason})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+
+
+def _format_facts(pix_fmt: str) -> tuple[int, str]:
+    """(bits per component, chroma layout) of a pixel format name."""
+    fmt = av.VideoFormat(pix_fmt)
+    bits = max((c.bits for c in fmt.components), default=8)
+    if fmt.is_rgb or pix_fmt.startswith(("gbr", "rgb", "bgr", "pal", "gray")):
+        return bits, "rgb"
+    cw, ch = fmt.chroma_width(64), fmt.chroma_height(64)
+    return bits, {(32, 32): "420", (32, 64): "422", (64, 32): "440"}.get((cw, ch), "444")
+
+
+def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
+    if not container.streams.video:
+        raise InputError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    if not cc.width or not cc.height or cc.format is None:
+        raise InputError(f"{path}: video stream has no decodable picture size or pixel format")
+    pix_fmt = cc.format.name
+    bits, chroma = _format_facts(pix_fmt)
+    time_base = _fraction(stream.time_base) or Fraction(1, 90000)
+    rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
+    frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
+    duration = None
+    if stream.duration:
+        duration = float(stream.duration * time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    estimated = frames or (round(duration * rate) if duration and rate else None)
+    colour = ColourTags.resolve(
+        matrix=int(cc.colorspace),
+        range_=int(cc.color_range),
+        primaries=int(cc.color_primaries),
+        trc=int(cc.color_trc),
+        height=cc.height,
+        pix_fmt=pix_fmt,
+    )
+    others = tuple(
+        StreamInfo(
+            index=s.index,
+            type=s.type,
+            codec=s.codec_context.name if s.codec_context is not None else "unknown",
+            language=s.metadata.get("language"),
+            title=s.metadata.get("title"),
+        )
+        for s in container.streams
+        if s is not stream
+    )
+    return VideoInfo(
+        path=path,
+        format_name=container.format.name,
+        codec=cc.name,
+        width=cc.width,
+        height=cc.height,
+        pix_fmt=pix_fmt,
+        bit_depth=bits,
+        chroma=chroma,
+        frames=frames,
+        estimated_frames=estimated,
+        duration=duration,
+        rate=rate,
+        time_base=time_base,
+        colour=colour,
+        others=others,
+    )
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe the first video stream of ``path`` (raises InputError: missing, empty, unreadable, no video)."""
+    p = check_source(path)
+    with _open_input(p) as container:
+        return _video_info(container, p)
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded picture: ``image`` H x W x 3 RGB (uint8, or uint16 over 0..65535 for > 8-bit sources),
+    ``pts`` in ``time_base`` units (synthesised from the frame rate when the source has no timing), ``index``
+    counts from 0 in decoding output order."""
+
+    index: int
+    pts: int
+    time_base: Fraction
+    image: np.ndarray
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+class VideoReader:
+    """Decode a file's first video stream to RGB arrays with FFmpeg's frame/slice threads (``thread_type AUTO``).
+
+    ``items()`` yields :class:`DecodedFrame` for the video and raw ``av.Packet`` for the streams named in
+    ``passthrough`` (indices), in demux order, so one consumer can re-mux them. ``start``/``end`` (seconds)
+    restrict the output to a time range of the source: the reader seeks to the keyframe before ``start``.
+    Damaged data is skipped, not fatal: ``decode_errors`` counts packets the decoder refused.
+    Use as a context manager.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        warn: WarnCallback | None = None,
+    ) -> None:
+        if start is not None and start < 0:
+            raise OptionError(f"start must be >= 0 seconds, got {start}")
+        if end is not None and start is not None and end <= start:
+            raise OptionError(f"end must be after start, got start={start}, end={end}")
+        self.path = check_source(path)
+        self.start, self.end = start, end
+        self._warn = warn or _default_warn
+        self.container = _open_input(self.path)
+        try:
+            self.info = _video_info(self.container, self.path)
+        except BaseException:
+            self.container.close()
+            raise
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.decode_errors = 0
+        self.frames_decoded = 0
+        self.retimed = 0
+        self._rgb_format = "rgb24" if self.info.bit_depth <= 8 else "rgb48le"
+        self._size_changed = False
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    @property
+    def dtype(self) -> type[np.generic]:
+        return np.uint8 if self._rgb_format == "rgb24" else np.uint16
+
+    def _frame_step(self) -> int:
+        rate = self.info.rate or Fraction(25)
+        return max(1, round(1 / (rate * self.info.time_base)))
+
+    def to_array(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame -> H x W x 3 RGB array at the first frame's size, converted with the source's tags."""
+        info = self.info
+        kwargs: dict[str, object] = {"format": self._rgb_format}
+        if info.chroma != "rgb":
+            kwargs |= {"src_colorspace": info.colour.sws_matrix, "src_color_range": info.colour.range}
+        if (frame.width, frame.height) != (info.width, info.height):
+            # A mid-stream size change would break the encoder; scale back to the size the output was set up for.
+            kwargs |= {"width": info.width, "height": info.height}
+            if not self._size_changed:
+                self._size_changed = True
+                self._warn(
+                    f"{self.path}: picture size changes mid-stream to {frame.width}x{frame.height}; "
+                    f"scaled to {info.width}x{info.height}"
+                )
+        return frame.to_ndarray(**kwargs)
+
+    def items(self, passthrough: tuple[int, ...] = ()) -> Iterator[DecodedFrame | av.Packet]:
+        """Decoded video frames and passthrough packets in demux order (see the class docstring)."""
+        streams = [self.stream, *(s for s in self.container.streams if s.index in passthrough)]
+        tb = self.info.time_base
+        if self.start:
+            # An unseekable input (raw elementary stream) is decoded from the top and skipped up to start.
+            with contextlib.suppress(av.error.FFmpegError):
+                self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+        step = self._frame_step()
+        last_pts: int | None = None
+        index = 0
+        try:
+            packets = self.container.demux(*streams)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError:
+                    # A damaged container: what was demuxed so far is kept, the rest counts as lost.
+                    self.decode_errors += 1
+                    break
+                if packet.stream.index != self.stream.index:
+                    if packet.dts is None and packet.pts is None:
+                        continue
+                    t = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
+                    if (self.start is None or t >= self.start) and (self.end is None or t < self.end):
+                        yield packet
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    self.decode_errors += 1
+                    continue
+                for frame in frames:
+                    pts = frame.pts if frame.pts is not None else frame.dts
+                    if pts is None:
+                        pts = 0 if last_pts is None else last_pts + step
+                    elif frame.time_base is not None and Fraction(frame.time_base) != tb:
+                        pts = round(pts * Fraction(frame.time_base) / tb)
+                    if last_pts is not None and pts <= last_pts:
+                        # Encoders and muxers need strictly increasing timestamps.
+                        pts = last_pts + 1
+                        self.retimed += 1
+                    t = float(pts * tb)
+                    if self.start is not None and t < self.start - 1e-9:
+                        continue
+                    if self.end is not None and t >= self.end - 1e-9:
+                        return
+                    last_pts = pts
+                    self.frames_decoded += 1
+                    yield DecodedFrame(index=index, pts=pts, time_base=tb, image=self.to_array(frame))
+                    index += 1
+        except av.error.FFmpegError:
+            self.decode_errors += 1
+
+
+def read_frames(path: str | Path, *, start: float | None = None, end: float | None = None) -> Iterator[DecodedFrame]:
+    """Decode ``path``'s video to :class:`DecodedFrame` (RGB uint8/uint16 H x W x 3 with source timestamps)."""
+    with VideoReader(path, start=start, end=end) as reader:
+        for item in reader.items():
+            if isinstance(item, DecodedFrame):
+                yield item
+
+
+# -- still images ------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF."""
+    with VideoReader(path) as reader:
+        for item in reader.items():
+            if isinstance(item, DecodedFrame):
+                return item.image
+    raise InputError(f"{path}: no picture could be decoded")
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write H x W x 3 RGB uint8/uint16 to ``path`` in the format its suffix names.
+
+    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
+        codec, fmt, src = ("png", "rgb48be", "rgb48le") if suffix == ".png" else ("tiff", "rgb48le", "rgb48le")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src).reformat(format=fmt)
+        cc = av.CodecContext.create(codec, "w")
+        cc.width, cc.height, cc.pix_fmt = image.shape[1], image.shape[0], fmt
+        cc.time_base = Fraction(1, 25)
+        data = b"".join(bytes(pkt) for pkt in [*cc.encode(frame), *cc.encode(None)])
+        p.write_bytes(data)
+        return
+    from PIL import Image
+
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix.lstrip(".").upper())
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(np.ascontiguousarray(image)).save(p, format=fmt, **options)
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderPlan:
+    """How the output video is encoded: codec, pixel format, frame size (padded to even for 4:2:0 encoders
+    that need it), constant-quality value, preset, encoder options, colour tags and time base."""
+
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    pad: tuple[int, int]  # (right, bottom) pixels added by repeating the edge
+    crf: int | None
+    preset: str | None
+    options: dict[str, str]
+    colour: ColourTags
+    time_base: Fraction
+    rate: Fraction | None
+    rgb_format: str  # "rgb24" or "rgb48le": what the frames handed to the writer are
+
+
+@functools.cache
+def _container_caps(suffix: str) -> tuple[str, frozenset[str]]:
+    """(muxer name, codec names it accepts) for a file suffix, asked of FFmpeg without touching the destination."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            out = av.open(str(Path(tmp) / f"probe{suffix}"), mode="w")
+        except (ValueError, av.error.FFmpegError):
+            raise OptionError(f"cannot tell the output container format from the extension {suffix!r}") from None
+        try:
+            return out.format.name, frozenset(out.supported_codecs)
+        finally:
+            out.close()
+
+
+def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
+    chroma = "444" if info.chroma == "rgb" else info.chroma
+    suffix = "" if depth <= 8 else "10le"
+    wanted = [f"yuv{chroma}p{suffix}", f"yuv420p{suffix}", f"yuv{chroma}p", "yuv420p"]
+    supported = [f.name for f in (codec.video_formats or [])]
+    if not supported:  # rawvideo and friends take anything
+        return wanted[0]
+    for name in wanted:
+        if name in supported:
+            return name
+    return supported[0]
+
+
+def plan_encoder(
+    dst: str | Path,
+    info: VideoInfo,
+    *,
+    scale: int,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+) -> EncoderPlan:
+    """Choose and validate the encoder settings for writing ``info``'s video upscaled by ``scale`` to ``dst``.
+
+    Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources), .webm VP9, .y4m raw; the pixel
+    format keeps the source's chroma layout and bit depth where the codec allows. Raises OptionError.
+    """
+    dst = Path(dst)
+    suffix = dst.suffix.lower()
+    deep = info.bit_depth > 8
+    muxer, accepted = _container_caps(suffix)
+    if codec is None:
+        codec = _DEFAULT_CODECS[suffix][deep] if suffix in _DEFAULT_CODECS else "libx264"
+    try:
+        enc = av.Codec(codec, "w")
+    except (ValueError, av.error.FFmpegError):
+        raise OptionError(f"codec {codec!r} is not an encoder this FFmpeg build has") from None
+    if enc.type != "video":
+        raise OptionError(f"codec {codec!r} is a {enc.type} encoder, not a video encoder")
+    if enc.name not in accepted:
+        raise OptionError(f"codec {enc.name} cannot be stored in a {suffix or muxer} file ({muxer})")
+    if pix_fmt is None:
+        pix_fmt = _pick_pix_fmt(enc, info, info.bit_depth)
+    else:
+        try:
+            av.VideoFormat(pix_fmt)
+        except (ValueError, av.error.FFmpegError):
+            raise OptionError(f"pix_fmt {pix_fmt!r} is not a pixel format FFmpeg knows") from None
+        supported = [f.name for f in (enc.video_formats or [])]
+        if supported and pix_fmt not in supported:
+            raise OptionError(f"codec {codec} does not take pix_fmt {pix_fmt}; it takes {', '.join(supported)}")
+    if crf is not None and not 0 <= crf <= 63:
+        raise OptionError(f"crf must be between 0 and 63, got {crf}")
+    crf = crf if crf is not None else _DEFAULT_CRF.get(enc.name)
+    options: dict[str, str] = {}
+    if crf is not None and enc.name in _DEFAULT_CRF:
+        options["crf"] = str(crf)
+        if enc.name in ("libvpx-vp9", "libvpx", "libaom-av1"):
+            options["b"] = "0"  # constant quality rather than quality capped by the 200 kb/s default bit rate
+    if enc.name in ("libvpx-vp9", "libvpx"):
+        options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    if enc.name == "libx265":
+        options["x265-params"] = "log-level=error"
+    if preset is not None:
+        if enc.name not in _PRESET_CODECS:
+            raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
+        options["preset"] = preset
+    width, height = info.width * scale, info.height * scale
+    out_fmt = av.VideoFormat(pix_fmt)
+    pad = (0, 0)
+    if (
+        enc.name in _EVEN_ONLY
+        and not out_fmt.is_rgb
+        and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
+    ):
+        pad = (width % 2, height % 2)
+    return EncoderPlan(
+        codec=enc.name,
+        pix_fmt=pix_fmt,
+        width=width + pad[0],
+        height=height + pad[1],
+        pad=pad,
+        crf=crf if "crf" in options else None,
+        preset=preset,
+        options=options,
+        colour=info.colour,
+        time_base=info.time_base,
+        rate=info.rate,
+        rgb_format="rgb24" if info.bit_depth <= 8 else "rgb48le",
+    )
+
+
+class VideoWriter:
+    """Encode RGB frames (with their source timestamps) and mux them together with copied or re-encoded streams.
+
+    ``plan`` fixes the encoder; the source's other streams are attached with :meth:`add_streams_from` (copy when
+    the container accepts the codec, else re-encode audio / drop the rest, with a :class:`VideoWarning`).
+    Frames are H x W x 3 ``plan.rgb_format`` arrays at the unpadded size. Use as a context manager; the file
+    is complete only after :meth:`close` returns without error.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        plan: EncoderPlan,
+        *,
+        metadata: dict[str, str] | None = None,
+        warn: WarnCallback | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._warn = warn or _default_warn
+        self.plan = plan
+        try:
+            self.container = av.open(str(self.path), mode="w")
+        except (ValueError, av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"{self.path}: cannot be created ({exc})") from None
+        try:
+            self._setup_video(metadata or {})
+        except BaseException:
+            self.container.close()
+            raise
+        self._copies: dict[int, av.stream.Stream] = {}
+        self._reencodes: dict[int, tuple[av.stream.Stream, av.stream.Stream, object]] = {}
+        self.copied: list[int] = []
+        self.reencoded: list[int] = []
+        self.dropped: list[int] = []
+        self.frames_written = 0
+        self._closed = False
+
+    def _setup_video(self, metadata: dict[str, str]) -> None:
+        plan = self.plan
+        stream = self.container.add_stream(plan.codec, rate=plan.rate, options=dict(plan.options))
+        cc = stream.codec_context
+        cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt
+        cc.time_base = plan.time_base
+        stream.time_base = plan.time_base
+        if plan.rate:
+            cc.framerate = plan.rate
+        cc.colorspace = plan.colour.matrix if plan.colour.matrix != _SPC_RGB else _SPC_UNSPECIFIED
+        cc.color_range = plan.colour.range
+        cc.color_primaries = plan.colour.primaries
+        cc.color_trc = plan.colour.trc
+        for key in ("language", "title", "handler_name"):
+            if key in metadata:
+                stream.metadata[key] = metadata[key]
+        self.video = stream
+        self._out_is_rgb = av.VideoFormat(plan.pix_fmt).is_rgb
+
+    def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
+        """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
+        suffix = self.path.suffix.lower()
+        supported = self.container.supported_codecs
+        for s in source.streams:
+            if s.index == video_index:
+                continue
+            name = s.codec_context.name if s.codec_context is not None else "unknown"
+            label = f"{s.type} stream #{s.index} ({name})"
+            if s.type in ("audio", "subtitle") and name in supported:
+                out = self.container.add_stream_from_template(s)
+                out.metadata.update(dict(s.metadata))
+                self._copies[s.index] = out
+                self.copied.append(s.index)
+            elif s.type == "audio" and _AUDIO_FALLBACK.get(suffix) in supported:
+                target = _AUDIO_FALLBACK[suffix]
+                rate = s.codec_context.sample_rate
+                if target == "libopus":
+                    rate = min((r for r in av.Codec(target, "w").audio_rates if r >= rate), default=48000)
+                out = self.container.add_stream(target, rate=rate)
+                out.metadata.update(dict(s.metadata))
+                resampler = av.AudioResampler(
+                    format=av.Codec(target, "w").audio_formats[0].name, layout=s.codec_context.layout, rate=rate
+                )
+                self._reencodes[s.index] = (s, out, resampler)
+                self.reencoded.append(s.index)
+                self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {target}")
+            else:
+                self.dropped.append(s.index)
+                self._warn(f"{label} cannot be stored in {suffix}; dropped")
+        return tuple(self._copies) + tuple(self._reencodes)
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Encode one H x W x 3 RGB frame (``plan.rgb_format``) presented at ``pts`` (``plan.time_base`` units)."""
+        plan = self.plan
+        if plan.pad != (0, 0):
+            image = np.pad(image, ((0, plan.pad[1]), (0, plan.pad[0]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=plan.rgb_format)
+        if self._out_is_rgb:
+            frame = frame.reformat(format=plan.pix_fmt)
+        else:
+            frame = frame.reformat(
+                format=plan.pix_fmt, dst_colorspace=plan.colour.sws_matrix, dst_color_range=plan.colour.range
+            )
+        frame.pts = pts
+        frame.time_base = plan.time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def mux(self, packet: av.Packet) -> None:
+        """Copy (or re-encode) a packet of a stream attached by :meth:`add_streams_from`."""
+        index = packet.stream.index
+        out = self._copies.get(index)
+        if out is not None:
+            if packet.dts is None and packet.pts is None:
+                return
+            packet.stream = out
+            self.container.mux(packet)
+            return
+        entry = self._reencodes.get(index)
+        if entry is None:
+            return
+        src, out, resampler = entry
+        try:
+            frames = src.codec_context.decode(packet)
+        except av.error.FFmpegError:
+            return
+        for frame in frames:
+            frame.pts = None  # the encoder numbers samples itself; the resampler keeps them gapless
+            for converted in resampler.resample(frame):  # type: ignore[attr-defined]
+                self.container.mux(out.encode(converted))
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.container.mux(self.video.encode(None))
+            for src, out, resampler in self._reencodes.values():
+                for frame in src.codec_context.decode(None):
+                    frame.pts = None
+                    for converted in resampler.resample(frame):  # type: ignore[attr-defined]
+                        self.container.mux(out.encode(converted))
+                for converted in resampler.resample(None):  # type: ignore[attr-defined]
+                    self.container.mux(out.encode(converted))
+                self.container.mux(out.encode(None))
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        """Close without flushing (the caller deletes the file)."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(av.error.FFmpegError, OSError, ValueError):
+                self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
