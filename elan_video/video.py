@@ -516,6 +516,20 @@ def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
     return supported[0]
 
 
+def _lossless_substitute(pix_fmt: str, supported: list[str]) -> str | None:
+    """A format the encoder takes that holds exactly the same RGB samples (FFV1 stores 8-bit RGB as bgr0, not
+    gbrp), or None. Only RGB layouts are interchangeable without loss; YUV ones differ in subsampling."""
+    wanted = av.VideoFormat(pix_fmt)
+    bits, chroma = _format_facts(pix_fmt)
+    if chroma != "rgb" or len(wanted.components) != 3:
+        return None
+    for name in supported:
+        fmt = av.VideoFormat(name)
+        if _format_facts(name) == (bits, "rgb") and len(fmt.components) == 3 and not fmt.has_palette:
+            return name
+    return None
+
+
 def plan_encoder(
     dst: str | Path,
     info: VideoInfo,
@@ -554,7 +568,10 @@ def plan_encoder(
             raise OptionError(f"pix_fmt {pix_fmt!r} is not a pixel format FFmpeg knows") from None
         supported = [f.name for f in (enc.video_formats or [])]
         if supported and pix_fmt not in supported:
-            raise OptionError(f"codec {codec} does not take pix_fmt {pix_fmt}; it takes {', '.join(supported)}")
+            substitute = _lossless_substitute(pix_fmt, supported)
+            if substitute is None:
+                raise OptionError(f"codec {codec} does not take pix_fmt {pix_fmt}; it takes {', '.join(supported)}")
+            pix_fmt = substitute
     if crf is not None and not 0 <= crf <= 63:
         raise OptionError(f"crf must be between 0 and 63, got {crf}")
     crf = crf if crf is not None else _DEFAULT_CRF.get(enc.name)

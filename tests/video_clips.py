@@ -1,0 +1,138 @@
+"""Small synthetic clips for the video tests, written with real PyAV/FFmpeg encoders (no mocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from conftest import tiny_elan
+
+from elan_video.checkpoint import save_safetensors
+
+SRT = """1
+00:00:00,000 --> 00:00:00,200
+first line
+
+2
+00:00:00,200 --> 00:00:00,500
+second line
+
+3
+00:00:00,600 --> 00:00:00,900
+third line
+"""
+
+
+def pattern(index: int, width: int, height: int, *, seed: int = 0) -> np.ndarray:
+    """A smooth moving RGB test picture (H x W x 3 uint8): gradients plus a drifting square."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin((x + 2 * index) / max(4.0, width / 5))
+    g = 128 + 100 * np.cos((y + index) / max(4.0, height / 4))
+    b = 60 + 150 * (x + y) / (width + height)
+    img = np.stack([r, g, b], axis=-1)
+    side = max(2, min(width, height) // 4)
+    top, left = (index * 2 + seed) % max(1, height - side), (index * 3 + seed) % max(1, width - side)
+    img[top : top + side, left : left + side] = (230, 40, 90)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_clip(
+    path: Path,
+    *,
+    frames: int = 6,
+    size: tuple[int, int] = (32, 32),
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rate: Fraction = Fraction(25),
+    time_base: Fraction | None = None,
+    pts: Sequence[int] | None = None,
+    matrix: int | None = None,
+    full_range: bool = False,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+    audio_from: Path | None = None,
+    subtitles: Path | None = None,
+    images: Sequence[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
+
+    ``pts`` (in ``time_base`` units) makes a variable-rate clip; ``matrix`` (AVColorSpace) and ``full_range``
+    tag and convert the YUV; ``audio_from`` copies that file's first audio stream packet for packet;
+    ``subtitles`` (an .srt) adds a subtitle stream the same way.
+    """
+    width, height = size
+    time_base = time_base or Fraction(1, int(rate) * 100)
+    pts = list(pts) if pts is not None else [round(i / rate / time_base) for i in range(frames)]
+    pictures = list(images) if images is not None else [pattern(i, width, height) for i in range(len(pts))]
+    with av.open(str(path), mode="w", options=container_options or {}) as out:
+        stream = out.add_stream(codec, rate=rate, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        range_ = 2 if full_range else 1
+        if matrix is not None:
+            stream.codec_context.colorspace = matrix
+            stream.codec_context.color_range = range_
+        extra: list[tuple[av.container.InputContainer, av.stream.Stream, av.stream.Stream]] = []
+        for source, kind in ((audio_from, "audio"), (subtitles, "subtitle")):
+            if source is None:
+                continue
+            container = av.open(str(source))
+            ins = next(s for s in container.streams if s.type == kind)
+            extra.append((container, ins, out.add_stream_from_template(ins)))
+            extra[-1][2].metadata["language"] = "fra"
+        for p, picture in zip(pts, pictures, strict=True):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            sws = {1: 1, 5: 5, 6: 5, 9: 9}.get(matrix or 6, 5)
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=sws, dst_color_range=range_)
+            frame.pts, frame.time_base = p, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        for container, ins, outs in extra:
+            for packet in container.demux(ins):
+                if packet.dts is None:
+                    continue
+                packet.stream = outs
+                out.mux(packet)
+            container.close()
+    return pictures
+
+
+def make_audio_only(path: Path, audio_from: Path) -> int:
+    """Copy the first audio stream of ``audio_from`` into ``path`` (no video); returns the packet count."""
+    count = 0
+    with av.open(str(audio_from)) as src, av.open(str(path), mode="w") as out:
+        ins = src.streams.audio[0]
+        outs = out.add_stream_from_template(ins)
+        for packet in src.demux(ins):
+            if packet.dts is None:
+                continue
+            packet.stream = outs
+            out.mux(packet)
+            count += 1
+    return count
+
+
+def packets(path: Path, kind: str) -> list[bytes]:
+    """Payloads of every packet of the first ``kind`` stream ("audio", "subtitle", "video")."""
+    with av.open(str(path)) as c:
+        stream = next(s for s in c.streams if s.type == kind)
+        return [bytes(p) for p in c.demux(stream) if p.size]
+
+
+def video_frames(path: Path, fmt: str = "rgb24") -> list[tuple[float, np.ndarray]]:
+    """(time in seconds, H x W x 3 array in ``fmt``) of every decoded frame of ``path``, colour tags honoured."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [(float(f.pts * f.time_base), f.to_ndarray(format=fmt)) for f in c.decode(stream)]
+
+
+def tiny_checkpoint(folder: Path, scale: int = 2) -> Path:
+    """A tiny tamed ELAN saved as .safetensors (loads through the same path as real checkpoints)."""
+    path = folder / f"tiny-x{scale}.safetensors"
+    if not path.exists():
+        save_safetensors(tiny_elan(scale), path)
+    return path
