@@ -1,0 +1,90 @@
+"""MATLAB-exact bicubic against the official Set5 LR files, the bicubic baseline, and the PSNR/SSIM definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from elan_video.data import bicubic_downscale, bicubic_upscale, imresize, list_images, read_image
+from elan_video.errors import InputError
+from elan_video.evaluate import evaluate
+from elan_video.metrics import psnr, rgb_to_y, ssim
+
+# Paper (ELAN, Table 2) bicubic rows for Set5 at x2, x3, x4.
+PAPER_BICUBIC_SET5 = {2: 33.66, 3: 30.39, 4: 28.42}
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_reproduces_official_set5_lr_bit_for_bit(scale: int) -> None:
+    root = shared_path("data", "sr", "Set5")
+    for hr_file in list_images(root / "HR"):
+        official = read_image(root / "LR_bicubic" / f"X{scale}" / f"{hr_file.stem}x{scale}.png")
+        ours = bicubic_downscale(read_image(hr_file), scale)
+        assert ours.dtype == np.uint8
+        assert ours.shape == official.shape
+        assert np.array_equal(ours, official), f"{hr_file.name} x{scale}: {np.count_nonzero(ours != official)} px"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_baseline_on_set5_matches_the_paper(scale: int) -> None:
+    result = evaluate("bicubic", shared_path("data", "sr", "Set5"), scale=scale)
+    assert len(result.images) == 5
+    assert result.psnr == pytest.approx(PAPER_BICUBIC_SET5[scale], abs=0.02)
+    assert 0.8 < result.ssim < 0.94
+
+
+def test_gray_image_stays_gray_and_is_scored_on_gray_values() -> None:
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    lr = bicubic_downscale(hr, 2)
+    assert lr.shape == (20, 24)
+    sr = bicubic_upscale(lr, 2)
+    # On gray values, not on 16 + 219/255 * gray: the two differ by the studio-range factor.
+    mse = np.mean((sr[2:-2, 2:-2].astype(float) - hr[2:-2, 2:-2]) ** 2)
+    assert psnr(sr, hr, shave=2) == pytest.approx(10 * math.log10(255**2 / mse))
+
+
+def test_imresize_identity_shapes_and_constant_images() -> None:
+    flat = np.full((30, 21, 3), 77, np.uint8)
+    # A constant image stays constant at every scale (weights sum to one, symmetric padding).
+    assert np.array_equal(imresize(flat, scale=0.5, output_shape=(15, 11)), np.full((15, 11, 3), 77, np.uint8))
+    assert imresize(flat, scale=1 / 3).shape == (10, 7, 3)
+    assert np.array_equal(bicubic_upscale(flat, 4), np.full((120, 84, 3), 77, np.uint8))
+    with pytest.raises(InputError):
+        imresize(flat.astype(np.float32), scale=0.5)
+
+
+def test_y_channel_definition() -> None:
+    white, black = np.full((1, 1, 3), 255, np.uint8), np.zeros((1, 1, 3), np.uint8)
+    assert rgb_to_y(white)[0, 0] == pytest.approx(235.0)
+    assert rgb_to_y(black)[0, 0] == pytest.approx(16.0)
+
+
+def test_psnr_and_ssim_properties() -> None:
+    rng = np.random.default_rng(1)
+    hr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert psnr(hr, hr, shave=2) == math.inf
+    assert ssim(hr, hr, shave=2) == pytest.approx(1.0)
+    noisy = np.clip(hr.astype(int) + rng.integers(-8, 9, hr.shape), 0, 255).astype(np.uint8)
+    # Errors confined to the shaved border do not count.
+    bordered = hr.copy()
+    bordered[:3] = 0
+    assert psnr(bordered, hr, shave=3) == math.inf
+    assert 25 < psnr(noisy, hr) < 45
+    assert ssim(noisy, hr) < 1.0
+    with pytest.raises(InputError):
+        psnr(hr, hr[:-1])
+
+
+def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (50, 61, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    expected = metrics.structural_similarity(
+        rgb_to_y(a), rgb_to_y(b), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+    )
+    assert ssim(a, b) == pytest.approx(expected, abs=1e-9)
