@@ -304,3 +304,14 @@ def test_ten_bit_y4m_in_ten_bit_y4m_out(tmp_path: Path) -> None:
     summary = upscale_video(src, tmp_path / "o.y4m", model=Upscaler(tiny_elan(2), scale=2, **FAST), end=0.08)
     assert summary.frames == 2 and summary.pix_fmt == "yuv420p10le"
     assert probe(tmp_path / "o.y4m").bit_depth == 10
+
+
+def test_video_bench_measures_each_stage_and_the_whole(up2: Upscaler) -> None:
+    from elan_video.bench_video import run_video_bench
+
+    result = run_video_bench(up2, size=(48, 32), frames=6)
+    assert (result["frames"], result["out_width"], result["out_height"]) == (6, 96, 64)
+    for key in ("decode_fps", "infer_fps", "encode_fps", "total_fps"):
+        assert isinstance(result[key], float) and result[key] > 0
+    # Decoding 48x32 H.264 is far cheaper than running even the tiny network on it.
+    assert result["decode_fps"] > result["infer_fps"]
