@@ -133,7 +133,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             gray = im.mode in ("L", "1", "I;16", "I", "LA")
-            return np.asarray(im.convert("L" if gray else "RGB"))
+            return np.array(im.convert("L" if gray else "RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None
 

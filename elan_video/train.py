@@ -1,0 +1,326 @@
+"""Train ELAN on random HR crops with the MATLAB bicubic degradation; exact resume; safetensors export.
+
+One step: draw ``batch`` random (LR, HR) patches (:class:`elan_video.data.PatchSampler`), L1 loss on the
+0..255 scale, Adam, learning rate from a cosine or step schedule (with linear warm-up), then an update of
+the exponential moving average (EMA) of the weights. BatchNorm layers train in train mode (batch
+statistics, running statistics updated); the EMA model copies the running statistics, and it is the EMA
+model that is validated and exported.
+
+Checkpoints hold everything a run depends on (weights, EMA, optimizer, scheduler, step, the random states
+of torch and of the patch sampler), so N steps in one go and N/2 + resume + N/2 give identical weights.
+The file is also a weights file: :func:`elan_video.load_model` on it returns the EMA model ("params_ema").
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .arch import ELAN, SHIFT_GROUPS, pad_to_multiple
+from .checkpoint import load_model, save_safetensors
+from .data import PatchSampler
+from .errors import CheckpointError, OptionError
+
+__all__ = ["SCHEDULES", "StepInfo", "TrainingForward", "export_checkpoint", "load_checkpoint", "train"]
+
+SCHEDULES = ("cosine", "step")
+PRECISIONS = ("fp32", "bf16")
+
+
+def shift_nchw(x: torch.Tensor) -> torch.Tensor:
+    """The authors' 5-group one-pixel shift of (N, C, H, W) with zero fill, as slices instead of a depthwise conv.
+
+    Same result as ``arch.shift_kernel``'s depthwise 3x3 convolution: group 0 reads its right neighbour,
+    1 its left, 2 the pixel below, 3 the pixel above, the rest passes through.
+    """
+    g = x.shape[1] // SHIFT_GROUPS
+    return torch.cat(
+        [
+            F.pad(x[:, 0:g, :, 1:], (0, 1)),
+            F.pad(x[:, g : 2 * g, :, :-1], (1, 0)),
+            F.pad(x[:, 2 * g : 3 * g, 1:, :], (0, 0, 0, 1)),
+            F.pad(x[:, 3 * g : 4 * g, :-1, :], (0, 0, 1, 0)),
+            x[:, 4 * g :],
+        ],
+        dim=1,
+    )
+
+
+class TrainingForward(nn.Module):
+    """ELAN's forward on the same modules (and so the same parameters, keys and BatchNorm statistics) with
+    the shift done by slicing: no depthwise convolution in the forward or backward pass.
+
+    forward: float32 (N, 3, H, W) in 0..255 -> (N, 3, sH, sW), equal to ``net(x)`` up to float rounding in
+    train and eval mode. Only ``net`` holds state; saving ``net.state_dict()`` gives the authors' keys.
+    """
+
+    def __init__(self, net: ELAN) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        h, w = x.shape[2:]
+        x = pad_to_multiple(x, net.window_multiple)
+        x = net.head(net.sub_mean(x))
+        skip = x
+        for elab in net.body:
+            atn = None
+            for lfe, gmsa in zip(elab.modules_lfe.values(), elab.modules_gmsa.values(), strict=True):
+                y = F.relu(lfe.conv0.shift_conv.conv1x1(shift_nchw(x)))
+                x = lfe.conv1.shift_conv.conv1x1(shift_nchw(y)) + x
+                y, atn = gmsa(x, atn)
+                x = y + x
+        x = net.tail(x + skip)
+        return net.add_mean(x)[:, :, : h * net.scale, : w * net.scale]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress after one optimisation step: step (1-based), L1 loss on the 0..255 scale, learning rate."""
+
+    step: int
+    loss: float
+    lr: float
+
+
+def _lr_factor(step: int, *, steps: int, schedule: str, warmup: int, milestones: Sequence[int], gamma: float) -> float:
+    """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return gamma ** sum(step >= m for m in milestones)
+
+
+def _update_ema(ema: ELAN, model: ELAN, *, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for trainable weights; buffers (BN statistics) are copied."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            if p.requires_grad:
+                e.lerp_(p, 1.0 - decay)
+        for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+def _init_from(model: ELAN, source: str | Path) -> list[str]:
+    """Copy every same-shaped tensor of ``source`` into ``model`` (x3/x4 may start from an x2 body).
+
+    Returns the keys that were not copied (absent or of another shape, e.g. the tail at another scale).
+    """
+    state = load_model(source).state_dict()
+    own = model.state_dict()
+    skipped = [k for k, v in own.items() if k not in state or state[k].shape != v.shape]
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in skipped}, strict=False)
+    return skipped
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`train` (weights-only unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is reported the same way
+        raise CheckpointError(f"{path}: not a training checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "params_ema" not in ckpt or "step" not in ckpt:
+        raise CheckpointError(f"{path}: not a training checkpoint (no params_ema/step)")
+    return ckpt
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path) -> ELAN:
+    """Write the EMA weights of a training checkpoint to ``path`` as safetensors (authors' keys, BN running
+    statistics, config metadata); returns the exported model (eval mode, CPU, float32)."""
+    ckpt = load_checkpoint(checkpoint)
+    model = ELAN(**ckpt["config"])
+    model.load_state_dict(ckpt["params_ema"])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model.eval(), path)
+    return model
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    # Write then rename, so an interrupted save never destroys the previous checkpoint.
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    data_dirs: Sequence[str | Path],
+    *,
+    scale: int,
+    out: str | Path,
+    steps: int,
+    stop_at: int | None = None,
+    init: str | Path | None = None,
+    resume: bool = False,
+    arch: Mapping[str, Any] | None = None,
+    batch: int = 16,
+    patch: int = 48,
+    lr: float = 5e-4,
+    schedule: str = "cosine",
+    warmup: int = 0,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.5,
+    ema_decay: float = 0.999,
+    val_dir: str | Path | None = None,
+    val_every: int = 1000,
+    save_every: int = 500,
+    seed: int = 0,
+    device: str | None = None,
+    precision: str = "fp32",
+    fast_shift: bool = False,
+    export: str | Path | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_validate: Callable[[int, Any], None] | None = None,
+) -> ELAN:
+    """Train an ELAN for ``scale`` on random crops of the images in ``data_dirs``; returns the EMA model.
+
+    out: the training checkpoint (written every ``save_every`` steps and at the end). steps: length of the
+    run (the schedule's horizon). stop_at: end this call after that step (checkpoint written, no export)
+    so a long run can span sessions. resume: continue from ``out`` (the random state, weights, optimizer and
+    schedule are restored; data, batch, patch and seed must be those of the stored run). init: weights
+    to start from (checkpoint, safetensors or bundled name; tensors of another shape, such as an x2 tail
+    for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
+    batch, patch: samples per step and LR patch side in pixels (HR side patch * scale).
+    schedule: "cosine" (to 0 at ``steps``) or "step" (x ``gamma`` at each of ``milestones``), after
+    ``warmup`` linear warm-up steps. val_dir: a benchmark folder scored (PSNR/SSIM of the EMA model) every
+    ``val_every`` steps and at the end; results go to ``on_validate(step, EvalResult)``.
+    device: "cpu", "cuda", "cuda:N" (default: CUDA if available). precision: "fp32", or "bf16" autocast
+    (fast only with bf16 matmul hardware: AMX or a GPU). fast_shift: train through
+    :class:`TrainingForward` (bit-identical function, slicing instead of the depthwise shift conv).
+    export: also write the final EMA weights there as safetensors once ``steps`` is reached.
+    """
+    if scale not in (2, 3, 4):
+        raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
+    if schedule not in SCHEDULES:
+        raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    for name, value in (("steps", steps), ("batch", batch), ("val_every", val_every), ("save_every", save_every)):
+        if value < 1:
+            raise OptionError(f"{name} must be at least 1, got {value}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise OptionError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if stop_at is not None and stop_at < 1:
+        raise OptionError(f"stop_at must be at least 1, got {stop_at}")
+    if resume and init is not None:
+        raise OptionError("init and resume are exclusive: resume continues the run stored in out")
+    out = Path(out)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed)
+    ckpt = load_checkpoint(out) if resume else None
+    if ckpt is not None:
+        config = dict(ckpt["config"])
+        if config["scale"] != scale:
+            raise OptionError(f"scale {scale} does not match the checkpoint {out}, which trains x{config['scale']}")
+        stored = ckpt["options"]
+        for name, value in (("batch", batch), ("patch", patch), ("seed", seed)):
+            if stored[name] != value:
+                raise OptionError(f"{name} {value} differs from the resumed run's {stored[name]} ({out})")
+    else:
+        config = {"m_elan": 24, "c_elan": 60, "n_share": 1, "r_expand": 2, "window_sizes": (4, 8, 16)}
+        config |= dict(arch or {})
+        config["scale"] = scale
+    torch.manual_seed(seed)  # the initial weights are part of the run's reproducible state
+    model = ELAN(**config)
+    if init is not None:
+        _init_from(model, init)
+    ema = copy.deepcopy(model)
+    model.to(dev).train()
+    ema.to(dev).eval()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda i: _lr_factor(i, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma),
+    )
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["params"])
+        ema.load_state_dict(ckpt["params_ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        sampler.load_state(ckpt["rng"]["sampler"])
+    forward: nn.Module = TrainingForward(model) if fast_shift else model
+    options = {
+        "data": [str(d) for d in data_dirs],
+        "batch": batch,
+        "patch": patch,
+        "lr": lr,
+        "schedule": schedule,
+        "warmup": warmup,
+        "milestones": list(milestones),
+        "gamma": gamma,
+        "ema_decay": ema_decay,
+        "seed": seed,
+        "steps": steps,
+        "precision": precision,
+    }
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "params": model.state_dict(),
+                "params_ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()},
+                "config": model.config(),
+                "options": options,
+            },
+            out,
+        )
+
+    def validate() -> None:
+        if val_dir is None:
+            return
+        from .evaluate import evaluate
+
+        result = evaluate(ema, val_dir, scale=scale, device=str(dev))
+        ema.to(dev).eval()
+        if on_validate is not None:
+            on_validate(step, result)
+
+    end = steps if stop_at is None else min(steps, stop_at)
+    while step < end:
+        lr_batch, hr_batch = sampler.sample(batch)
+        lr_batch, hr_batch = lr_batch.to(dev), hr_batch.to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            sr = forward(lr_batch)
+        loss = F.l1_loss(sr.float(), hr_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        # Warm the average up so short runs are not dominated by the random initial weights.
+        _update_ema(ema, model, decay=min(ema_decay, (1 + step) / (10 + step)))
+        if on_step is not None:
+            on_step(StepInfo(step=step, loss=float(loss.detach()), lr=optimizer.param_groups[0]["lr"]))
+        if step % save_every == 0 or step == end:
+            save()
+        if step % val_every == 0 and step != end:
+            validate()
+    validate()
+    if export is not None and step >= steps:
+        Path(export).parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(copy.deepcopy(ema).cpu().eval(), export)
+    return ema.cpu().eval()

@@ -1,0 +1,139 @@
+"""Trainer: the loss falls, resume is exact, the export loads with the authors' keys, the fast forward is equal."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+
+from elan_video.arch import ELAN
+from elan_video.checkpoint import load_model
+from elan_video.data import PatchSampler, bicubic_downscale
+from elan_video.errors import OptionError
+from elan_video.train import StepInfo, TrainingForward, export_checkpoint, load_checkpoint, train
+
+TINY = {"m_elan": 4, "c_elan": 24, "n_share": 1, "r_expand": 2}
+# Small and quick, but the same code path as an ELAN-light run.
+FAST = {"arch": TINY, "batch": 4, "patch": 16, "lr": 2e-3, "save_every": 1000, "val_every": 1000}
+
+
+def test_sampler_pairs_are_bicubic_degradations_and_reproducible() -> None:
+    t91 = shared_path("data", "train", "T91")
+    a = PatchSampler([t91], scale=3, patch=16, seed=5)
+    lr, hr = a.sample(3)
+    assert lr.shape == (3, 3, 16, 16) and hr.shape == (3, 3, 48, 48)
+    assert lr.dtype == torch.float32 and float(lr.min()) >= 0 and float(lr.max()) <= 255
+    for lr_i, hr_i in zip(lr, hr, strict=True):
+        # Flips commute with the symmetric bicubic; a transpose swaps the order of the two rounded passes,
+        # which can move a value by one grey level, never more.
+        hr_u8 = hr_i.permute(1, 2, 0).numpy().astype(np.uint8)
+        diff = bicubic_downscale(hr_u8, 3).astype(int) - lr_i.permute(1, 2, 0).numpy()
+        assert np.abs(diff).max() <= 1
+    b = PatchSampler([t91], scale=3, patch=16, seed=5)
+    state = b.state()
+    first = b.sample(3)
+    assert torch.equal(first[0], lr)
+    b.load_state(state)
+    assert torch.equal(b.sample(3)[1], hr)
+
+
+def test_training_forward_equals_the_faithful_network_with_gradients() -> None:
+    torch.manual_seed(0)
+    net = ELAN(scale=2, **TINY).train()
+    x = torch.rand(2, 3, 20, 28) * 255
+    target = torch.rand(2, 3, 40, 56) * 255
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    out_a, out_b = a(x), TrainingForward(b)(x)
+    assert torch.allclose(out_a, out_b, atol=1e-4)
+    (out_a - target).abs().mean().backward()
+    (out_b - target).abs().mean().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        if pa.grad is not None:
+            assert torch.allclose(pa.grad, pb.grad, atol=1e-5 * float(pa.grad.abs().max()) + 1e-9), name
+    for ba, bb in zip(a.buffers(), b.buffers(), strict=True):  # BatchNorm running statistics
+        assert torch.allclose(ba.float(), bb.float(), atol=1e-5)
+
+
+def test_loss_decreases(tmp_path: Path) -> None:
+    losses: list[float] = []
+    train(
+        [shared_path("data", "train", "T91")],
+        scale=2,
+        out=tmp_path / "run.pt",
+        steps=20,
+        on_step=lambda info: losses.append(info.loss),
+        **FAST,
+    )
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_resume_is_exact_and_export_has_the_authors_keys(tmp_path: Path) -> None:
+    data = [shared_path("data", "train", "T91")]
+    straight, split = tmp_path / "straight.pt", tmp_path / "split.pt"
+    infos: list[StepInfo] = []
+    train(data, scale=2, out=straight, steps=4, fast_shift=True, **FAST)
+    train(data, scale=2, out=split, steps=4, stop_at=2, fast_shift=True, **FAST)
+    assert load_checkpoint(split)["step"] == 2
+    exported = tmp_path / "x2.safetensors"
+    train(data, scale=2, out=split, steps=4, resume=True, export=exported, on_step=infos.append, **FAST)
+    assert [i.step for i in infos] == [3, 4]
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    for part in ("params", "params_ema"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key}"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for idx, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg_sq"], b["optimizer"]["state"][idx]["exp_avg_sq"])
+
+    model = load_model(exported)
+    reference = ELAN(scale=2, **TINY)
+    assert list(model.state_dict()) == list(reference.state_dict())
+    assert model.m_elan == 4 and model.c_elan == 24
+    # The export is the EMA model, BatchNorm running statistics included (trained, so no longer 0/1).
+    for key, value in a["params_ema"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert not torch.equal(model.state_dict()["body.0.modules_gmsa.gmsa_0.project_inp.1.running_var"], torch.ones(48))
+    # The training checkpoint itself loads as the EMA model, and export_checkpoint writes the same file content.
+    assert torch.equal(load_model(split).tail[0].weight, model.tail[0].weight)
+    again = export_checkpoint(split, tmp_path / "again.safetensors")
+    assert torch.equal(load_model(tmp_path / "again.safetensors").head[0].weight, again.head[0].weight)
+
+
+def test_resume_refuses_changed_batch_and_init_with_resume(tmp_path: Path) -> None:
+    data = [shared_path("data", "train", "T91")]
+    out = tmp_path / "run.pt"
+    train(data, scale=2, out=out, steps=1, **FAST)
+    with pytest.raises(OptionError, match="batch"):
+        train(data, scale=2, out=out, steps=2, resume=True, **(FAST | {"batch": 2}))
+    with pytest.raises(OptionError, match="scale"):
+        train(data, scale=3, out=out, steps=2, resume=True, **FAST)
+    with pytest.raises(OptionError, match="exclusive"):
+        train(data, scale=2, out=out, steps=2, resume=True, init=out, **FAST)
+
+
+def test_init_from_x2_body_for_x3_and_validation_callback(tmp_path: Path) -> None:
+    data = [shared_path("data", "train", "T91")]
+    x2 = tmp_path / "x2.pt"
+    train(data, scale=2, out=x2, steps=1, **FAST)
+    results = []
+    model = train(
+        data,
+        scale=3,
+        out=tmp_path / "x3.pt",
+        steps=1,
+        init=x2,
+        lr=1e-12,
+        val_dir=shared_path("data", "sr", "Set5"),
+        on_validate=lambda step, result: results.append((step, result)),
+        **{k: v for k, v in FAST.items() if k != "lr"},
+    )
+    assert model.scale == 3
+    body = "body.1.modules_lfe.lfe_0.conv0.shift_conv.conv1x1.weight"
+    assert torch.allclose(model.state_dict()[body], load_model(x2).state_dict()[body], atol=1e-6)
+    [(step, result)] = results
+    assert step == 1 and result.scale == 3 and len(result.images) == 5 and np.isfinite(result.psnr)
