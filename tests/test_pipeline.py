@@ -315,3 +315,20 @@ def test_video_bench_measures_each_stage_and_the_whole(up2: Upscaler) -> None:
         assert isinstance(result[key], float) and result[key] > 0
     # Decoding 48x32 H.264 is far cheaper than running even the tiny network on it.
     assert result["decode_fps"] > result["infer_fps"]
+
+
+def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Path) -> None:
+    import runpy
+
+    pytest.importorskip("skimage")
+    from conftest import REPO
+    from video_clips import tiny_checkpoint
+
+    demo = runpy.run_path(str(REPO / "examples" / "demo.py"))
+    code = demo["main"](["--model", str(tiny_checkpoint(tmp_path)), "--frames", "3", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert len(video_frames(tmp_path / "out" / "demo_x2.mp4")) == 3
+    assert probe(tmp_path / "out" / "demo_x2.mp4").width == 640
+    from elan_video.video import read_image
+
+    assert read_image(tmp_path / "out" / "demo_side_by_side.png").shape == (360, 966, 3)
