@@ -104,7 +104,7 @@ def build_backend(model: ELAN, *, backend: str, precision: str, device: torch.de
     if backend == "torchscript":
         with torch.inference_mode(False), torch.no_grad():
             traced = torch.jit.trace(fused, example, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            return torch.jit.freeze(traced.eval())
     if backend == "compile":
         return torch.compile(fused, dynamic=False)
     return _tensorrt(fused, precision=precision, example=example)

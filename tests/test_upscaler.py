@@ -1,0 +1,101 @@
+"""upscale_image / Upscaler: dtypes, shapes, tiling, batching and option validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path, tiny_elan
+from PIL import Image
+
+import elan_video as ev
+from elan_video.upscaler import MIN_PSNR_DB, psnr
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A real photograph crop (Set14 'comic' is full of edges), 60 x 84."""
+    image = np.asarray(Image.open(shared_path("data", "sr", "Set14", "HR", "comic.png")).convert("RGB"))
+    return np.ascontiguousarray(image[40:100, 30:114])
+
+
+def _network(model: ev.ELAN, image: np.ndarray) -> np.ndarray:
+    """What upscale_image must return: the faithful network on the image, clamped and rounded."""
+    x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        y = model(x)[0].clamp(0, 255).round().permute(1, 2, 0)
+    return y.to(torch.uint8).numpy()
+
+
+def test_uint8_matches_the_network(photo: np.ndarray) -> None:
+    model = tiny_elan(3)
+    out = ev.upscale_image(model, photo, precision="fp32")
+    assert out.shape == (180, 252, 3) and out.dtype == np.uint8
+    assert psnr(out, _network(model, photo)) >= 50.0
+
+
+def test_uint16_keeps_its_depth(photo: np.ndarray) -> None:
+    model = tiny_elan(2)
+    deep = photo.astype(np.uint16) * 257 + 128  # full 16-bit scale with low bits set
+    out = ev.upscale_image(model, deep, precision="fp32")
+    assert out.dtype == np.uint16 and out.shape == (120, 168, 3)
+    assert psnr(out.astype(np.float64) / 257, _network(model, photo).astype(np.float64)) >= 45.0
+    assert len(np.unique(out % 257)) > 10  # real 16-bit values, not 8-bit ones scaled up
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 8), (40, 16), (24, 4)])
+def test_tiled_result_stays_within_45_db_of_untiled(photo: np.ndarray, tile: int, overlap: int) -> None:
+    model = tiny_elan(2)
+    whole = ev.upscale_image(model, photo, precision="fp32")
+    tiled = ev.upscale_image(model, photo, precision="fp32", tile=tile, tile_overlap=overlap, batch=3)
+    assert tiled.shape == whole.shape
+    assert psnr(tiled, whole) >= MIN_PSNR_DB
+
+
+def test_tiling_without_overlap_shows_seams(photo: np.ndarray) -> None:
+    """Guards the test above: with no overlap the blend has nothing to hide, so the error is visible."""
+    model = tiny_elan(2)
+    whole = ev.upscale_image(model, photo, precision="fp32")
+    seams = ev.upscale_image(model, photo, precision="fp32", tile=24, tile_overlap=0)
+    assert not np.array_equal(seams, whole)
+
+
+def test_batch_of_frames_equals_one_by_one(photo: np.ndarray) -> None:
+    up = ev.Upscaler(tiny_elan(2), precision="fp32", batch=2)
+    frames = np.stack([photo, photo[::-1].copy(), 255 - photo])
+    batched = up.upscale_batch(frames)
+    for frame, out in zip(frames, batched, strict=True):
+        assert np.array_equal(out, up(frame))
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"scale": 5}, "scale must be 2, 3 or 4, got 5"),
+        ({"scale": 3}, "does not match"),
+        ({"precision": "int8"}, "precision must be one of"),
+        ({"backend": "onnx"}, "backend must be one of"),
+        ({"tile": 8}, "tile must be at least 16"),
+        ({"tile": 32, "tile_overlap": 16}, "tile_overlap"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"device": "tpu"}, "device must be"),
+    ],
+)
+def test_bad_options_are_named(options: dict, needle: str) -> None:
+    with pytest.raises(ev.OptionError, match=needle):
+        ev.Upscaler(tiny_elan(2), **options)
+
+
+@pytest.mark.parametrize(
+    ("image", "needle"),
+    [
+        (np.zeros((8, 8), np.uint8), "shape"),
+        (np.zeros((8, 8, 4), np.uint8), "shape"),
+        (np.zeros((8, 8, 3), np.float32), "dtype"),
+        (np.zeros((0, 8, 3), np.uint8), "empty"),
+        ([[0, 0, 0]], "numpy array"),
+    ],
+)
+def test_bad_images_are_named(image: object, needle: str) -> None:
+    with pytest.raises(ev.InputError, match=needle):
+        ev.upscale_image(tiny_elan(2), image)  # type: ignore[arg-type]
