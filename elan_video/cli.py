@@ -143,3 +143,112 @@ def bench(**options: Any) -> None:
     from .bench import run_bench
 
     run_bench(**options)
+
+
+@main.command(name="eval")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option("--model", default=None, help="Bundled name, checkpoint path, or 'bicubic' (default: elan-light-xS).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_fails_cleanly
+def evaluate_command(data_dir: str, scale: int, model: str | None, device: str | None, as_json: bool) -> None:
+    """Y-channel PSNR/SSIM on a benchmark folder (HR/ and optional LR_bicubic/XS/), border shaved by S."""
+    import json
+
+    from .evaluate import evaluate
+
+    result = evaluate(model, data_dir, scale=scale, device=device)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    width = max(len(s.name) for s in result.images)
+    click.echo(f"{result.dataset} x{scale}  model: {model or f'elan-light-x{scale}'}")
+    click.echo(f"{'image':<{width}}  {'PSNR':>7}  {'SSIM':>6}")
+    for s in result.images:
+        click.echo(f"{s.name:<{width}}  {s.psnr:7.2f}  {s.ssim:6.4f}")
+    click.echo(f"{'mean':<{width}}  {result.psnr:7.2f}  {result.ssim:6.4f}")
+
+
+@main.command(name="train")
+@click.option("--data", "data_dirs", required=True, multiple=True, help="Folder(s) of HR training images.")
+@click.argument("more_data", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--scale", type=click.IntRange(2, 4), required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="Training checkpoint.")
+@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True, help="Length of the run.")
+@click.option("--stop-at", type=click.IntRange(1), default=None, help="End this session after that step.")
+@click.option("--init", default=None, help="Start from these weights (shape-mismatched tensors keep their init).")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--patch", type=click.IntRange(8), default=48, show_default=True, help="LR patch side.")
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--milestones", default="", help="Comma-separated steps where --schedule step multiplies lr by 0.5.")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True)
+@click.option("--val", "val_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--save-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--fast-shift", is_flag=True, help="Shift by slicing (same function; faster where depthwise is slow).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: torch's).")
+@click.option("--export", default=None, help="Write the final EMA weights here (.safetensors).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_fails_cleanly
+def train_command(
+    data_dirs: tuple[str, ...],
+    more_data: tuple[str, ...],
+    threads: int | None,
+    milestones: str,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Train ELAN-light on random crops of HR images (LR by MATLAB bicubic); checkpoints resume exactly.
+
+    \b
+    elan-video train --data T91 BSD200 --scale 2 --out ckpt/x2.pt --steps 20000 --val Set5 \\
+        --export elan_video/weights/elan-light-x2.safetensors
+    """
+    import torch
+    from tqdm import tqdm
+
+    from .errors import OptionError
+    from .train import train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        stones = tuple(int(m) for m in milestones.split(",") if m.strip())
+    except ValueError:
+        raise OptionError(f"milestones must be comma-separated integers, got {milestones!r}") from None
+    bar = None if quiet else tqdm(total=options["stop_at"] or options["steps"], unit="step", dynamic_ncols=True)
+
+    def on_step(info: Any) -> None:
+        if bar is not None:
+            if bar.n == 0 and info.step > 1:
+                bar.update(info.step - 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{info.loss:.2f}", lr=f"{info.lr:.2e}")
+
+    def on_validate(step: int, result: Any) -> None:
+        line = f"step {step}: {result.dataset} x{result.scale} PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}"
+        if bar is not None:
+            bar.write(line)
+        else:
+            click.echo(line)
+
+    try:
+        train(
+            [*data_dirs, *more_data],
+            milestones=stones,
+            on_step=on_step,
+            on_validate=on_validate,
+            **options,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if options["export"] and not quiet:
+        click.echo(f"exported {options['export']}", err=True)
