@@ -228,6 +228,8 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
     elif container.duration:
         duration = container.duration / av.time_base
     estimated = frames or (round(duration * rate) if duration and rate else None)
+    if estimated is None:
+        estimated = _estimate_frames(path, stream.index, rate)
     colour = ColourTags.resolve(
         matrix=int(cc.colorspace),
         range_=int(cc.color_range),
@@ -264,6 +266,29 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         colour=colour,
         others=others,
     )
+
+
+def _estimate_frames(path: Path, index: int, rate: Fraction | None) -> int | None:
+    """Frame count for a progress bar when the header does not say: the last timestamp found by seeking to
+    the end, or else the file size over the mean size of the first packets. Approximate by design."""
+    with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(path)) as container:
+        stream = container.streams[index]
+        time_base = _fraction(stream.time_base)
+        if rate and time_base:
+            container.seek(2**62, stream=stream, backward=True, any_frame=False)
+            last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
+            if last:
+                return round(last * time_base * rate) + 1
+    with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(path)) as container:
+        sizes: list[int] = []
+        for packet in container.demux(container.streams[index]):
+            if packet.size:
+                sizes.append(packet.size)
+            if len(sizes) == 60:
+                break
+        if sizes:
+            return max(1, round(path.stat().st_size / (sum(sizes) / len(sizes))))
+    return None
 
 
 def probe(path: str | Path) -> VideoInfo:

@@ -232,3 +232,12 @@ def test_probe_rejects_unusable_inputs(tmp_path: Path, content: bytes | None, me
         path.write_bytes(content)
     with pytest.raises(InputError, match=message):
         probe(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"), [("moviepy_no_duration.webm", 74, 74), ("openh264_test_qcif_cabac.264", 24, 36)]
+)
+def test_frame_count_is_estimated_when_the_header_does_not_say(name: str, low: int, high: int) -> None:
+    info = probe(shared_path("data", "video", name))
+    assert info.frames is None and info.duration is None
+    assert info.estimated_frames is not None and low <= info.estimated_frames <= high
