@@ -118,6 +118,14 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
         else:
             click.echo(line, err=True)
 
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # same clean-up as Ctrl-C: the temporary output is removed
+
+    import signal
+    import threading
+
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
     with warnings.catch_warnings():
         warnings.simplefilter("always", VideoWarning)
         warnings.showwarning = show
@@ -126,6 +134,8 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
         finally:
             if bar is not None:
                 bar.close()
+            if on_main:
+                signal.signal(signal.SIGTERM, previous)
     if not quiet:
         w, h = summary.output_size
         what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}" if summary.codec else "image"

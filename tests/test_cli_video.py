@@ -204,7 +204,8 @@ def test_corrupt_packets_in_a_raw_stream_are_skipped_or_concealed(tmp_path: Path
     assert listing(tmp_path) == {"bad.264", "out.mkv"}
 
 
-def test_ctrl_c_removes_the_temporary_file_and_leaves_no_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: Path, sig: signal.Signals) -> None:
     src = tmp_path / "long.mkv"
     make_clip(src, frames=400, size=(64, 48), codec="ffv1")
     model = tiny_checkpoint(tmp_path)
@@ -218,7 +219,7 @@ def test_ctrl_c_removes_the_temporary_file_and_leaves_no_output(tmp_path: Path) 
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "the job never started writing"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
