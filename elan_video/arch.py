@@ -151,9 +151,7 @@ class ELAB(nn.Module):
     def __init__(self, channels: int, *, r_expand: int, shifts: int, window_sizes: Sequence[int], n_share: int) -> None:
         super().__init__()
         self.n_share = n_share
-        self.modules_lfe = nn.ModuleDict(
-            {f"lfe_{i}": LFE(channels, r_expand=r_expand) for i in range(n_share + 1)}
-        )
+        self.modules_lfe = nn.ModuleDict({f"lfe_{i}": LFE(channels, r_expand=r_expand) for i in range(n_share + 1)})
         self.modules_gmsa = nn.ModuleDict(
             {
                 f"gmsa_{i}": GMSA(channels, shifts=shifts, window_sizes=window_sizes, calc_attn=i == 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -102,7 +103,11 @@ def build_backend(model: ELAN, *, backend: str, precision: str, device: torch.de
     if backend == "eager":
         return fused
     if backend == "torchscript":
-        with torch.inference_mode(False), torch.no_grad():
+        # The trace is specialised to this shape on purpose (callers key traces by shape), so the
+        # tracer's "might not generalize" and deprecation notices are expected and silenced.
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(fused, example, check_trace=False)
             return torch.jit.freeze(traced.eval())
     if backend == "compile":

@@ -142,17 +142,75 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
         click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s ({summary.fps:.2f} fps)", err=True)
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"size must look like 320x180, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise click.BadParameter(f"size must be positive, got {text!r}")
+    return width, height
+
+
 @main.command()
-@model_options
+@click.option("--model", default=None, help="Bundled name or checkpoint path (default: elan-light-xS).")
 @click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
 @click.option("--size", default="320x180", show_default=True, help="Input frame size WxH.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option(
+    "--precision",
+    "precisions",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    multiple=True,
+    help="Repeat to compare (default: auto).",
+)
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["eager", "torchscript", "compile", "tensorrt"]),
+    multiple=True,
+    help="Repeat to compare (default: eager).",
+)
+@click.option("--tile", type=int, default=None, help="Tile side in input pixels (default: whole frame).")
+@click.option("--tile-overlap", type=int, default=32, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--frames", type=click.IntRange(1), default=3, show_default=True, help="Timed frames per row.")
+@click.option("--reference/--no-reference", default=True, help="Time the authors' unfused fp32 network too.")
+@click.option("--video", is_flag=True, help="Also time decode, inference and encode of a synthetic H.264 clip.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_fails_cleanly
-def bench(**options: Any) -> None:
+def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], video: bool, as_json: bool,
+          **options: Any) -> None:  # fmt: skip
     """Measure ms per frame, fps and achieved GFLOP/s against this machine's matmul peak."""
-    from .bench import run_bench
+    import json
 
-    run_bench(**options)
+    from .bench import format_table, run_frame_bench
+
+    result = run_frame_bench(
+        size=_size(size), precisions=precisions or ("auto",), backends=backends or ("eager",), **options
+    )
+    if video:
+        from .bench_video import run_video_bench
+
+        result["video"] = run_video_bench(
+            options["model"],
+            scale=options["scale"],
+            size=_size(size),
+            frames=max(8, options["frames"] * 4),
+            device=options["device"],
+            precision=(precisions or ("auto",))[0],
+            backend=(backends or ("eager",))[0],
+            tile=options["tile"],
+            tile_overlap=options["tile_overlap"],
+            batch=options["batch"],
+        )
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(format_table(result))
+    if video:
+        stages = result["video"]
+        click.echo("\nvideo: " + ", ".join(f"{k} {v}" for k, v in stages.items()))
 
 
 @main.command(name="eval")

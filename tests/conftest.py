@@ -28,7 +28,7 @@ def tame(model: ELAN, *, seed: int = 0) -> ELAN:
     """Random weights scaled like the reference fixture's so the unscaled attention is well conditioned."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p[0].numel()) ** 0.5))
         model.head[0].weight.mul_(0.02)

@@ -1,0 +1,201 @@
+"""Throughput of the network on frames: ms/frame, fps, GFLOP/s and the share of this machine's matmul peak.
+
+The reference row is the faithful network (the authors' operations, unfused, fp32 eager) on the same
+frame; every other row reports its speed-up over it and the PSNR of its output against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .arch import ELAN
+from .backends import parse_device, to_dtype
+from .checkpoint import load_model
+from .errors import CheckpointError
+from .upscaler import Upscaler, psnr
+
+__all__ = ["BenchRow", "count_flops", "measure_peak", "run_frame_bench"]
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured configuration (times are the median over ``frames`` timed frames)."""
+
+    backend: str
+    precision: str
+    ms_per_frame: float
+    fps: float
+    gflops: float
+    peak_fraction: float
+    speedup: float
+    psnr_db: float
+
+
+@functools.cache
+def measure_peak(device_type: str, precision: str, *, n: int = 1024) -> float:
+    """This machine's dense matmul throughput in GFLOP/s (best of 5 runs of an n^3 product)."""
+    dev = torch.device(device_type)
+    a = torch.randn(n, n, device=dev).to(to_dtype(precision))
+    best = float("inf")
+    with torch.inference_mode():
+        a @ a
+        for _ in range(5):
+            _sync(dev)
+            start = time.perf_counter()
+            a @ a
+            _sync(dev)
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model: ELAN, *, height: int, width: int) -> int:
+    """FLOPs of one forward pass of ``model`` on a height x width frame (convs, matmuls, as executed)."""
+    x = torch.zeros(1, model.colors, height, width)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model.cpu()(x)
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(run: Callable[[], object], device: torch.device, frames: int) -> float:
+    run()  # warm-up: builds backends, measures "auto", fills caches
+    times = []
+    for _ in range(frames):
+        _sync(device)
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _bench_model(model: ELAN | str | None, scale: int) -> tuple[ELAN, str]:
+    if model is not None:
+        return (model, "given") if isinstance(model, ELAN) else (load_model(model), str(model))
+    name = f"elan-light-x{scale}"
+    try:
+        return load_model(name), name
+    except CheckpointError:
+        # Speed does not depend on the weights' values; say so rather than fail.
+        return ELAN(scale=scale).eval(), f"ELAN-light x{scale}, random init ({name} not installed)"
+
+
+def run_frame_bench(
+    model: ELAN | str | None = None,
+    *,
+    scale: int = 2,
+    size: tuple[int, int] = (320, 180),
+    device: str | torch.device | None = None,
+    precisions: Sequence[str] = ("auto",),
+    backends: Sequence[str] = ("eager",),
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    batch: int = 1,
+    frames: int = 3,
+    reference: bool = True,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Time ``upscale_image`` on one (width, height) = ``size`` RGB frame for each backend x precision.
+
+    Returns a dict with the machine (device, threads, fp32 peak GFLOP/s), the model, the frame's FLOPs
+    and ``rows`` (one :class:`BenchRow` dict each; ``peak_fraction`` is against the matmul peak
+    measured at that row's precision). With ``reference``, the first row times the faithful
+    unfused fp32 network (the authors' operations) and the other rows' speed-ups and PSNRs refer to it.
+    """
+    dev = parse_device(device)
+    net, model_name = _bench_model(model, scale)
+    width, height = size
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    # A smooth picture with detail, so PSNR compares like on real frames (pure noise saturates the clamp).
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.clip(image // 8 + 100 + 80 * np.sin(xx / 9.0)[..., None] * np.cos(yy / 7.0)[..., None], 0, 255)
+    image = image.astype(np.uint8)
+    flops = count_flops(net, height=height, width=width)
+    peak = measure_peak(dev.type, "fp32")
+    rows: list[BenchRow] = []
+    expected = None
+    ref_seconds = None
+    if reference:
+        faithful = net.to(dev)
+        x = torch.from_numpy(image).to(dev).permute(2, 0, 1)[None].float()
+
+        def run_reference() -> torch.Tensor:
+            with torch.inference_mode():
+                return faithful(x)
+
+        ref_seconds = _median_seconds(run_reference, dev, max(1, min(frames, 2)))
+        expected = Upscaler.to_array(run_reference(), np.uint8)[0]
+        rows.append(_row("authors (unfused)", "fp32", ref_seconds, flops, peak, 1.0, float("inf")))
+    for backend in backends:
+        for precision in precisions:
+            up = Upscaler(net, device=dev, precision=precision, backend=backend, tile=tile,
+                          tile_overlap=tile_overlap, batch=batch)  # fmt: skip
+            seconds = _median_seconds(lambda up=up: up(image), dev, frames)
+            out = up(image)
+            speedup = ref_seconds / seconds if ref_seconds else float("nan")
+            quality = psnr(out, expected) if expected is not None else float("nan")
+            label = precision if precision != "auto" else f"auto={up.precision}"
+            row_peak = measure_peak(dev.type, up.precision)
+            rows.append(_row(backend, label, seconds, flops, row_peak, speedup, quality))
+    return {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "peak_fp32_gflops": round(peak, 1),
+        "model": model_name,
+        "size": f"{width}x{height}",
+        "scale": net.scale,
+        "gflop_per_frame": _sig(flops / 1e9),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _row(backend: str, precision: str, seconds: float, flops: int, peak: float, speedup: float, db: float) -> BenchRow:
+    gflops = flops / seconds / 1e9
+    return BenchRow(
+        backend=backend,
+        precision=precision,
+        ms_per_frame=_sig(seconds * 1e3),
+        fps=_sig(1 / seconds),
+        gflops=_sig(gflops),
+        peak_fraction=_sig(gflops / peak),
+        speedup=round(speedup, 2),
+        psnr_db=round(db, 2) if np.isfinite(db) else db,
+    )
+
+
+def _sig(value: float) -> float:
+    """Round to 4 significant digits (JSON stays readable; ratios between fields stay exact enough)."""
+    return float(f"{value:.4g}")
+
+
+def format_table(result: dict[str, object]) -> str:
+    """The bench result as a Markdown table with a one-line header (what the CLI prints)."""
+    head = (
+        f"{result['model']} x{result['scale']}, {result['size']} frame, {result['gflop_per_frame']} GFLOP/frame; "
+        f"device {result['device']}, {result['threads']} threads, fp32 matmul peak {result['peak_fp32_gflops']} GFLOP/s"
+    )
+    lines = [
+        head,
+        "",
+        "| backend | precision | ms/frame | fps | GFLOP/s | of peak | speed-up | PSNR vs authors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:  # type: ignore[union-attr]
+        db = "ref" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f} dB"
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['ms_per_frame']:.0f} | {r['fps']:.2f} | {r['gflops']:.1f} "
+            f"| {r['peak_fraction']:.0%} | {r['speedup']:.2f}x | {db} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""The frame benchmark measures real runs and reports consistent numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import tiny_elan
+
+from elan_video.bench import count_flops, format_table, run_frame_bench
+from elan_video.checkpoint import save_safetensors
+from elan_video.cli import main
+
+
+def test_flop_count_scales_with_pixels() -> None:
+    model = tiny_elan(2)
+    small = count_flops(model, height=16, width=16)
+    large = count_flops(model, height=32, width=32)
+    assert small > 0
+    assert abs(large / small - 4.0) < 0.05
+
+
+def test_rows_are_consistent() -> None:
+    result = run_frame_bench(tiny_elan(2), size=(32, 24), precisions=("fp32",), backends=("eager",), frames=1)
+    reference, fused = result["rows"]
+    assert reference["backend"] == "authors (unfused)" and reference["speedup"] == 1.0
+    assert fused["precision"] == "fp32" and fused["ms_per_frame"] > 0
+    assert abs(fused["fps"] * fused["ms_per_frame"] / 1000 - 1) < 0.02
+    gflop = result["gflop_per_frame"]
+    assert abs(fused["gflops"] - gflop / (fused["ms_per_frame"] / 1000)) / fused["gflops"] < 0.05
+    assert fused["psnr_db"] >= 45.0  # the fused network agrees with the faithful one
+    assert "| eager | fp32 |" in format_table(result)
+
+
+def test_cli_json(tmp_path: Path) -> None:
+    weights = tmp_path / "tiny.safetensors"
+    save_safetensors(tiny_elan(2), weights)
+    args = ["bench", "--model", str(weights), "--size", "32x24", "--frames", "1", "--precision", "fp32", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["size"] == "32x24" and len(data["rows"]) == 2
+
+
+def test_cli_rejects_a_bad_size() -> None:
+    result = CliRunner().invoke(main, ["bench", "--size", "big"])
+    assert result.exit_code == 2
+    assert "size must look like 320x180" in result.output
