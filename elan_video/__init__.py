@@ -1,21 +1,13 @@
 """elan-video: image and video super-resolution with ELAN (Zhang et al., ECCV 2022).
 
-The network, checkpoint and upscaler names are imported here; the video pipeline (PyAV) is imported
-on first use of ``upscale_video`` so that ``import elan_video`` needs no FFmpeg.
+Public names are imported on first use, so ``import elan_video`` (and the VapourSynth filter's import, and
+``elan-video --help``) stays cheap: torch and PyAV load only when something needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from .arch import ELAN
-from .checkpoint import load_model
-from .errors import CheckpointError, ElanVideoError, InputError, OptionError
-from .fuse import fuse
-from .upscaler import Upscaler, upscale_image
-
-if TYPE_CHECKING:
-    from .pipeline import upscale_video
 
 __version__ = "0.1.0"
 
@@ -33,10 +25,35 @@ __all__ = [
     "upscale_video",
 ]
 
+_HOMES = {
+    "ELAN": "arch",
+    "CheckpointError": "errors",
+    "ElanVideoError": "errors",
+    "InputError": "errors",
+    "OptionError": "errors",
+    "load_model": "checkpoint",
+    "fuse": "fusion",
+    "Upscaler": "upscaler",
+    "upscale_image": "upscaler",
+    "upscale_video": "pipeline",
+}
+
+if TYPE_CHECKING:
+    from .arch import ELAN
+    from .checkpoint import load_model
+    from .errors import CheckpointError, ElanVideoError, InputError, OptionError
+    from .fusion import fuse
+    from .pipeline import upscale_video
+    from .upscaler import Upscaler, upscale_image
+
 
 def __getattr__(name: str) -> Any:
-    if name == "upscale_video":
-        from .pipeline import upscale_video
-
-        return upscale_video
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'elan_video' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -2,7 +2,7 @@
 
 A backend turns an :class:`~elan_video.arch.ELAN` into a callable ``f(x) -> y`` with the network's
 forward contract (float32 N x 3 x H x W in 0..255 on ``device`` -> N x 3 x sH x sW float32), running the
-BatchNorm-folded :class:`~elan_video.fuse.FusedELAN` at the requested compute dtype.
+BatchNorm-folded :class:`~elan_video.fusion.FusedELAN` at the requested compute dtype.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from .arch import ELAN
 from .errors import MissingDependencyError, OptionError
-from .fuse import fuse
+from .fusion import fuse
 
 __all__ = [
     "BACKENDS",

@@ -9,7 +9,7 @@ from conftest import tiny_elan
 
 import elan_video as ev
 from elan_video.arch import shift_kernel
-from elan_video.fuse import shift_nhwc, window_index
+from elan_video.fusion import shift_nhwc, window_index
 from elan_video.upscaler import psnr
 
 
