@@ -102,6 +102,7 @@ def build_backend(model: ELAN, *, backend: str, precision: str, device: torch.de
     fused = fuse(model, dtype=to_dtype(precision)).to(device)
     if backend == "eager":
         return fused
+    fused.portable()
     if backend == "torchscript":
         # The trace is specialised to this shape on purpose (callers key traces by shape), so the
         # tracer's "might not generalize" and deprecation notices are expected and silenced.

@@ -109,6 +109,9 @@ def run_frame_bench(
 ) -> dict[str, object]:
     """Time ``upscale_image`` on one (width, height) = ``size`` RGB frame for each backend x precision.
 
+    The reference row is timed first, before any Upscaler exists, so it runs with the process's default
+    memory allocator like the authors' code as published (see :mod:`elan_video.allocator`).
+
     Returns a dict with the machine (device, threads, fp32 peak GFLOP/s), the model, the frame's FLOPs
     and ``rows`` (one :class:`BenchRow` dict each; ``peak_fraction`` is against the matmul peak
     measured at that row's precision). With ``reference``, the first row times the faithful

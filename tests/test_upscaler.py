@@ -99,3 +99,14 @@ def test_bad_options_are_named(options: dict, needle: str) -> None:
 def test_bad_images_are_named(image: object, needle: str) -> None:
     with pytest.raises(ev.InputError, match=needle):
         ev.upscale_image(tiny_elan(2), image)  # type: ignore[arg-type]
+
+
+def test_cpu_upscaler_keeps_freed_memory_for_reuse() -> None:
+    import sys
+
+    from elan_video.allocator import reuse_freed_memory
+
+    ev.Upscaler(tiny_elan(2), device="cpu")
+    assert reuse_freed_memory.cache_info().currsize == 1  # applied once, by the Upscaler
+    if sys.platform.startswith("linux"):
+        assert reuse_freed_memory() is True
