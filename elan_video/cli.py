@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .errors import ElanVideoError
+from .errors import ElanVideoError, OptionError
 
 __all__ = ["main"]
 
@@ -282,7 +282,6 @@ def train_command(
     import torch
     from tqdm import tqdm
 
-    from .errors import OptionError
     from .train import train
 
     if threads is not None:
@@ -320,3 +319,26 @@ def train_command(
             bar.close()
     if options["export"] and not quiet:
         click.echo(f"exported {options['export']}", err=True)
+
+
+@main.command(name="export")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--overwrite", "-y", is_flag=True, help="Replace an existing DESTINATION.")
+@_fails_cleanly
+def export_command(checkpoint: str, destination: str, overwrite: bool) -> None:
+    """Write the weights in CHECKPOINT (a training checkpoint's EMA, or any loadable file) as .safetensors."""
+    from pathlib import Path
+
+    from .checkpoint import load_model, save_safetensors
+
+    target = Path(destination)
+    if target.suffix != ".safetensors":
+        raise OptionError(f"destination must end in .safetensors, got {destination!r}")
+    if target.exists() and not overwrite:
+        raise OptionError(f"{destination} exists (use --overwrite to replace it)")
+    model = load_model(checkpoint)
+    partial = target.with_name(f".{target.name}.partial")
+    save_safetensors(model, partial)
+    partial.replace(target)
+    click.echo(f"{destination}: ELAN x{model.scale}, {model.c_elan} channels, {len(model.body)} ELABs", err=True)

@@ -74,3 +74,22 @@ def test_train_command_stops_resumes_and_exports_elan_light(tmp_path: Path) -> N
     assert (model.scale, model.m_elan, model.c_elan, model.n_share) == (2, 24, 60, 1)
     bad = CliRunner().invoke(main, [*common, "--resume", "--schedule", "step", "--milestones", "x"])
     assert bad.exit_code == 1 and "milestones" in bad.output
+
+
+def test_export_command_writes_loadable_weights_with_the_authors_keys(tmp_path: Path) -> None:
+    t91 = shared_path("data", "train", "T91")
+    ckpt, weights = tmp_path / "x3.pt", tmp_path / "x3.safetensors"
+    args = ["train", "--data", str(t91), "--scale", "3", "--out", str(ckpt), "--steps", "4", "--stop-at", "1"]
+    trained = CliRunner().invoke(main, [*args, "--batch", "2", "--patch", "16", "--threads", "1", "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    done = CliRunner().invoke(main, ["export", str(ckpt), str(weights)])
+    assert done.exit_code == 0, done.output
+    exported, stored = load_model(weights), load_model(ckpt)
+    assert exported.scale == 3
+    assert set(exported.state_dict()) == set(stored.state_dict())
+    for key, value in stored.state_dict().items():
+        assert torch.equal(exported.state_dict()[key], value), key
+    again = CliRunner().invoke(main, ["export", str(ckpt), str(weights)])
+    assert again.exit_code == 1 and "exists" in again.output
+    wrong = CliRunner().invoke(main, ["export", str(ckpt), str(tmp_path / "x3.pth")])
+    assert wrong.exit_code == 1 and ".safetensors" in wrong.output
