@@ -9,7 +9,7 @@ with the bundled ELAN-light x2 weights. Outputs in ./out/:
     demo_x2.mp4             the 640x360 result
     demo_side_by_side.png   one frame, bicubic (left) vs ELAN (right), cropped and enlarged
 
-Usage: python examples/demo.py [--model elan-light-x2|PATH] [--frames 36] [--out out]
+Usage: python examples/demo.py [--model elan-light-x2|PATH] [--frames 24] [--out out]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def side_by_side(source: Path, result: Path, target: Path, *, index: int) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="elan-light-x2", help="bundled name or checkpoint path")
-    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -212,7 +212,16 @@ def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [str(ELAN_VIDEO), str(src), str(tmp_path / "out.mkv"), "--model", str(model), "--device", "cpu"]
     cmd += ["--precision", "fp32", "--codec", "ffv1", "-q"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # A shell runs background jobs (CI often is one) with SIGINT ignored, and Python then keeps ignoring
+    # it; give the child the default disposition so it behaves as in a terminal.
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(n.startswith(".out.partial-") for n in os.listdir(tmp_path)):
