@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,12 @@ def tiny_model() -> ELAN:
 @pytest.fixture
 def reference_fixture() -> dict:
     return torch.load(shared_path("reference", "elan_light_x2.pt"), weights_only=True)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models are dominated by per-op overhead: one thread is faster, and far faster on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,14 +15,7 @@ from elan_video.checkpoint import load_model, save_safetensors
 from elan_video.cli import main
 from elan_video.evaluate import benchmark_pairs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and far faster on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_eval_bicubic_json_parses_and_matches_the_paper() -> None:

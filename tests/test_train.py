@@ -21,13 +21,7 @@ TINY = {"m_elan": 4, "c_elan": 24, "n_share": 1, "r_expand": 2}
 FAST = {"arch": TINY, "batch": 4, "patch": 16, "lr": 2e-3, "save_every": 1000, "val_every": 1000}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and far faster on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sampler_pairs_are_bicubic_degradations_and_reproducible() -> None:
