@@ -420,12 +420,18 @@ def upscale_video(
 
 
 def _default_cpu_threads() -> int:
-    """Intra-op threads for CPU inference inside the pipeline: all cores but one, which decoding and encoding use."""
+    """Intra-op threads for CPU inference inside the pipeline.
+
+    From 4 cores up, all but one, which decoding and encoding use. Below that every core: the network is
+    ~99 % of the work, and on a quiet 2-core machine ELAN-light at 320x180 ran the whole pipeline at
+    0.317 fps with 2 threads against 0.233 fps with 1.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    spare = 1 if cores >= 4 else 0
+    return max(1, min(torch.get_num_threads(), cores - spare))
 
 
 def _stream(
