@@ -1,0 +1,55 @@
+"""The bundled ELAN-light weights: loadable by name, the authors' keys and configuration, sane on real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import shared_path
+from PIL import Image
+from safetensors import safe_open
+
+import elan_video as ev
+from elan_video.cli import main
+from elan_video.metrics import psnr
+
+WEIGHTS = Path(ev.__file__).parent / "weights"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bundled_weights_load_by_name_with_the_light_config(scale: int) -> None:
+    path = WEIGHTS / f"elan-light-x{scale}.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        assert f'"scale": {scale}' in f.metadata()["config"]
+        keys = set(f.keys())
+    model = ev.load_model(f"elan-light-x{scale}")
+    assert (model.scale, model.m_elan, model.c_elan, model.n_share, model.r_expand) == (scale, 24, 60, 1, 2)
+    assert model.window_sizes == (4, 8, 16)
+    assert keys == set(ev.ELAN(scale=scale).state_dict())  # key for key the authors' network
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bundled_weights_upscale_a_real_photo_sensibly(scale: int) -> None:
+    """A sanity floor, not the quality target (README has the measured Set5/Set14 table): the output must be a
+    faithful upscale of the photo, far above what a broken or untrained network gives (< 15 dB)."""
+    hr = np.asarray(Image.open(shared_path("data", "sr", "Set5", "HR", "bird.png")).convert("RGB"))
+    lr_path = shared_path("data", "sr", "Set5", "LR_bicubic", f"X{scale}", f"birdx{scale}.png")
+    lr = np.asarray(Image.open(lr_path).convert("RGB"))
+    crop = lr[:48, :48]
+    out = ev.upscale_image(f"elan-light-x{scale}", crop, precision="fp32")
+    target = hr[: 48 * scale, : 48 * scale]
+    assert out.shape == target.shape
+    assert psnr(out, target, shave=scale) >= 24.0
+
+
+def test_cli_default_model_follows_the_scale(tmp_path: Path) -> None:
+    image = np.asarray(Image.open(shared_path("data", "sr", "Set5", "HR", "head.png")).convert("RGB"))[:24, :20]
+    src = tmp_path / "in.png"
+    Image.fromarray(image).save(src)
+    for scale in (3, 4):
+        dst = tmp_path / f"out{scale}.png"
+        result = CliRunner().invoke(main, [str(src), str(dst), "--scale", str(scale), "--precision", "fp32", "-q"])
+        assert result.exit_code == 0, result.output
+        assert Image.open(dst).size == (20 * scale, 24 * scale)
