@@ -30,8 +30,8 @@ def shift_nhwc(x: torch.Tensor) -> torch.Tensor:
     n, h, w, c = x.shape
     g = c // SHIFT_GROUPS
     out = torch.empty_like(x)
-    # Horizontal moves are done on the flattened pixel axis (one long copy instead of one per row:
-    # several times faster), then the column that wrapped around from the next row is zeroed.
+    # Horizontal moves are done on the flattened pixel axis (one long copy instead of one per row),
+    # then the column that wrapped around from the neighbouring row is zeroed.
     flat_in, flat_out = x.view(n, h * w, c), out.view(n, h * w, c)
     flat_out[:, :-1, 0:g] = flat_in[:, 1:, 0:g]  # read the right neighbour
     out[:, :, -1:, 0:g] = 0
@@ -155,14 +155,16 @@ class _FusedGMSA(nn.Module):
         self.calc_attn = gmsa.calc_attn
         self.width = gmsa.split_chns[0]
 
-    def forward(self, x: torch.Tensor, cache: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, cache: list[torch.Tensor], indices: dict[tuple[int, bool], torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         n, h, w, _ = x.shape
         t = self.proj_in(x).view(n, h * w, -1)
         c_out = self.width // 2 if self.calc_attn else self.width
         merged = x.new_empty(n, h * w, c_out * len(self.window_sizes))
         new_cache = []
         for idx, wsize in enumerate(self.window_sizes):
-            index = window_index(h, w, wsize, self.shifted, x.device)
+            index = indices[wsize, self.shifted]
             part = t[:, :, idx * self.width : (idx + 1) * self.width]
             tokens = part.index_select(1, index).view(-1, wsize * wsize, self.width)
             if self.calc_attn:
@@ -181,10 +183,10 @@ class _FusedELAB(nn.Module):
         self.lfes = nn.ModuleList(_FusedLFE(m) for m in lfes)
         self.gmsas = nn.ModuleList(_FusedGMSA(m) for m in gmsas)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, indices: dict[tuple[int, bool], torch.Tensor]) -> torch.Tensor:
         cache: list[torch.Tensor] = []
         for lfe, gmsa in zip(self.lfes, self.gmsas, strict=True):
-            x, cache = gmsa(lfe(x), cache)
+            x, cache = gmsa(lfe(x), cache, indices)
         return x
 
 
@@ -223,8 +225,15 @@ class FusedELAN(nn.Module):
         x = self.head(x.contiguous(memory_format=torch.channels_last))
         skip = x.permute(0, 2, 3, 1)  # channels-last storage: a free view as (N, H, W, C)
         feat = skip.to(self.dtype)
+        _, hp, wp, _ = feat.shape
+        # The window orders depend only on the frame size: built once per frame, shared by every block.
+        indices = {
+            (size, shifted): window_index(hp, wp, size, shifted, feat.device)
+            for size in set(self.window_sizes)
+            for shifted in (False, True)
+        }
         for block in self.body:
-            feat = block(feat)
+            feat = block(feat, indices)
         feat = (feat.float() + skip).permute(0, 3, 1, 2)
         out = F.pixel_shuffle(self.tail(feat), self.scale) + self.mean
         return out[:, :, : h * self.scale, : w * self.scale]
