@@ -183,6 +183,11 @@ def _sig(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+def _cell(value: float, text: str) -> str:
+    """``text``, or "n/a" where the value could not be measured (no reference row)."""
+    return text if np.isfinite(value) else "n/a"
+
+
 def format_table(result: dict[str, object]) -> str:
     """The bench result as a Markdown table with a one-line header (what the CLI prints)."""
     head = (
@@ -196,9 +201,10 @@ def format_table(result: dict[str, object]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:  # type: ignore[union-attr]
-        db = "ref" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f} dB"
+        db = "ref" if r["psnr_db"] == float("inf") else _cell(r["psnr_db"], f"{r['psnr_db']:.1f} dB")
+        speedup = _cell(r["speedup"], f"{r['speedup']:.2f}x")
         lines.append(
             f"| {r['backend']} | {r['precision']} | {r['ms_per_frame']:.0f} | {r['fps']:.2f} | {r['gflops']:.1f} "
-            f"| {r['peak_fraction']:.0%} | {r['speedup']:.2f}x | {db} |"
+            f"| {r['peak_fraction']:.0%} | {speedup} | {db} |"
         )
     return "\n".join(lines)

@@ -47,3 +47,9 @@ def test_cli_rejects_a_bad_size() -> None:
     result = CliRunner().invoke(main, ["bench", "--size", "big"])
     assert result.exit_code == 2
     assert "size must look like 320x180" in result.output
+
+
+def test_without_reference_the_table_says_not_available() -> None:
+    result = run_frame_bench(tiny_elan(2), size=(16, 16), precisions=("fp32",), frames=1, reference=False)
+    assert len(result["rows"]) == 1
+    assert "| n/a | n/a |" in format_table(result)
