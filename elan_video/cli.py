@@ -210,7 +210,8 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], vid
     click.echo(format_table(result))
     if video:
         stages = result["video"]
-        click.echo("\nvideo: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items()))
+        cells = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items())
+        click.echo("\nvideo: " + ", ".join(cells))
 
 
 @main.command(name="eval")
