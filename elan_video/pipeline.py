@@ -300,7 +300,8 @@ def upscale_video(
     existing ``dst``. start/end: seconds, process only that time range of the source (timestamps are kept).
     progress: called after each frame with (frames written, estimated total or None). queue_size: frames
     buffered between stages. cpu_threads: PyTorch threads for CPU inference while the job runs (default: all
-    cores but one, left to decoding and encoding; the caller's setting is restored afterwards).
+    cores on machines with fewer than 4, else all but one, left to decoding and encoding; the caller's setting
+    is restored afterwards).
 
     Raises InputError (missing, empty, unreadable input, no video, nothing decodable), OutputError (missing
     folder, ``dst`` is ``src``, ``dst`` exists without ``overwrite``) and OptionError (bad options) before
