@@ -13,7 +13,7 @@ import torch
 
 from .arch import ELAN
 from .errors import OptionError
-from .pipeline import _default_cpu_threads, upscale_video
+from .pipeline import _default_cpu_threads, _make_upscaler, upscale_video
 from .upscaler import Upscaler
 from .video import VideoReader, VideoWriter, plan_encoder
 
@@ -67,19 +67,15 @@ def run_video_bench(
         raise OptionError(f"frames must be at least 2, got {frames}")
     if width < 16 or height < 16:
         raise OptionError(f"size must be at least 16x16, got {width}x{height}")
-    up = (
-        model
-        if isinstance(model, Upscaler)
-        else Upscaler(
-            model,
-            scale=scale,
-            device=device,
-            precision=precision,
-            backend=backend,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            batch=batch,
-        )
+    up = _make_upscaler(
+        model,
+        scale=scale,
+        device=device,
+        precision=precision,
+        backend=backend,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        batch=batch,
     )
     threads = _default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="elan-bench-") as tmp:
