@@ -13,9 +13,13 @@ from safetensors import safe_open
 
 import elan_video as ev
 from elan_video.cli import main
+from elan_video.evaluate import evaluate
 from elan_video.metrics import psnr
 
 WEIGHTS = Path(ev.__file__).parent / "weights"
+# Set5 Y-PSNR the bundled weights must keep: README's measured values less 0.05 dB. The issue's targets are
+# 37.0 / 33.0 / 30.7 (paper 38.17 / 34.61 / 32.43); x2 (36.90) and x3 (32.97) are still short of theirs.
+SET5_FLOOR_DB = {2: 36.85, 3: 32.92, 4: 30.70}
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -42,6 +46,14 @@ def test_bundled_weights_upscale_a_real_photo_sensibly(scale: int) -> None:
     target = hr[: 48 * scale, : 48 * scale]
     assert out.shape == target.shape
     assert psnr(out, target, shave=scale) >= 24.0
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bundled_weights_keep_their_set5_score(scale: int) -> None:
+    """The whole of Set5, scored like README's table (MATLAB bicubic LR, Y channel, border shaved)."""
+    result = evaluate(f"elan-light-x{scale}", shared_path("data", "sr", "Set5"), scale=scale, device="cpu")
+    assert len(result.images) == 5
+    assert result.psnr >= SET5_FLOOR_DB[scale], [(i.name, round(i.psnr, 2)) for i in result.images]
 
 
 def test_cli_default_model_follows_the_scale(tmp_path: Path) -> None:
