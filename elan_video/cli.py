@@ -250,7 +250,7 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
 @click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--patch", type=click.IntRange(8), default=48, show_default=True, help="LR patch side.")
-@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--lr", type=float, default=None, help="Base learning rate [default: 5e-4; on --resume, the run's own].")
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--milestones", default="", help="Comma-separated steps where --schedule step multiplies lr by 0.5.")

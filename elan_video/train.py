@@ -33,6 +33,7 @@ from .errors import CheckpointError, OptionError
 __all__ = ["SCHEDULES", "StepInfo", "TrainingForward", "export_checkpoint", "load_checkpoint", "train"]
 
 SCHEDULES = ("cosine", "step")
+DEFAULT_LR = 5e-4
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -169,7 +170,7 @@ def train(
     arch: Mapping[str, Any] | None = None,
     batch: int = 16,
     patch: int = 48,
-    lr: float = 5e-4,
+    lr: float | None = None,
     schedule: str = "cosine",
     warmup: int = 0,
     milestones: Sequence[int] = (),
@@ -195,6 +196,8 @@ def train(
     to start from (checkpoint, safetensors or bundled name; tensors of another shape, such as an x2 tail
     for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
     batch, patch: samples per step and LR patch side in pixels (HR side patch * scale).
+    lr: Adam's base learning rate (default 5e-4; on resume, the stored run's unless given, so a resumed
+    run can be given a new base rate, schedule or milestones from its current step on).
     schedule: "cosine" (to 0 at ``steps``) or "step" (x ``gamma`` at each of ``milestones``), after
     ``warmup`` linear warm-up steps. val_dir: a benchmark folder scored (PSNR/SSIM of the EMA model) every
     ``val_every`` steps and at the end; results go to ``on_validate(step, EvalResult)``.
@@ -243,7 +246,7 @@ def train(
     model.to(dev).train()
     ema.to(dev).eval()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=lr)
+    optimizer = torch.optim.Adam(trainable, lr=DEFAULT_LR if lr is None else lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda i: _lr_factor(i, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma),
@@ -255,6 +258,12 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
+        if lr is not None:
+            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        # The stored lr was computed by the stored schedule; this call's schedule rules from here on.
+        factor = _lr_factor(step, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
         torch.set_rng_state(ckpt["rng"]["torch"])
         sampler.load_state(ckpt["rng"]["sampler"])
     forward: nn.Module = TrainingForward(model) if fast_shift else model
@@ -262,7 +271,7 @@ def train(
         "data": [str(d) for d in data_dirs],
         "batch": batch,
         "patch": patch,
-        "lr": lr,
+        "lr": scheduler.base_lrs[0],
         "schedule": schedule,
         "warmup": warmup,
         "milestones": list(milestones),

@@ -107,6 +107,28 @@ def test_resume_is_exact_and_export_has_the_authors_keys(tmp_path: Path) -> None
     assert torch.equal(load_model(tmp_path / "again.safetensors").head[0].weight, again.head[0].weight)
 
 
+def test_resume_takes_this_calls_schedule_and_lr_from_its_first_step(tmp_path: Path) -> None:
+    data = [shared_path("data", "train", "T91")]
+    base = {k: v for k, v in FAST.items() if k != "lr"}
+    straight, split = tmp_path / "straight.pt", tmp_path / "split.pt"
+    train(data, scale=2, out=straight, steps=4, lr=2e-3, schedule="step", milestones=(2,), **base)
+    # The first two steps run without a milestone; the resumed call adds one at step 2 and keeps the stored lr.
+    train(data, scale=2, out=split, steps=4, stop_at=2, lr=2e-3, schedule="step", **base)
+    infos: list[StepInfo] = []
+    train(
+        data, scale=2, out=split, steps=4, resume=True, schedule="step", milestones=(2,), on_step=infos.append, **base
+    )
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    for key, value in a["params"].items():
+        assert torch.equal(value, b["params"][key]), key
+    assert [i.lr for i in infos] == [1e-3, 1e-3]
+    # A new base lr on resume replaces the stored one.
+    infos.clear()
+    train(data, scale=2, out=split, steps=5, resume=True, lr=4e-3, schedule="step", on_step=infos.append, **base)
+    assert load_checkpoint(split)["options"]["lr"] == 4e-3
+    assert [i.lr for i in infos] == [4e-3]
+
+
 def test_resume_refuses_changed_batch_and_init_with_resume(tmp_path: Path) -> None:
     data = [shared_path("data", "train", "T91")]
     out = tmp_path / "run.pt"
