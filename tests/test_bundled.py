@@ -19,7 +19,7 @@ from elan_video.metrics import psnr
 WEIGHTS = Path(ev.__file__).parent / "weights"
 # Set5 Y-PSNR the bundled weights must keep: README's measured values less 0.05 dB. The targets are
 # 37.0 / 33.0 / 30.7 (paper 38.17 / 34.61 / 32.43); x2 (36.90) and x3 (32.998) are still short of theirs.
-SET5_FLOOR_DB = {2: 36.85, 3: 33.00, 4: 30.70}
+SET5_FLOOR_DB = {2: 37.15, 3: 33.00, 4: 30.70}
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
