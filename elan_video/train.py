@@ -215,6 +215,8 @@ def train(
     for name, value in (("steps", steps), ("batch", batch), ("val_every", val_every), ("save_every", save_every)):
         if value < 1:
             raise OptionError(f"{name} must be at least 1, got {value}")
+    if lr is not None and not lr > 0.0:
+        raise OptionError(f"lr must be positive, got {lr}")
     if not 0.0 <= ema_decay < 1.0:
         raise OptionError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if stop_at is not None and stop_at < 1:

@@ -137,6 +137,8 @@ def test_resume_refuses_changed_batch_and_init_with_resume(tmp_path: Path) -> No
         train(data, scale=2, out=out, steps=2, resume=True, **(FAST | {"batch": 2}))
     with pytest.raises(OptionError, match="scale"):
         train(data, scale=3, out=out, steps=2, resume=True, **FAST)
+    with pytest.raises(OptionError, match="lr must be positive"):
+        train(data, scale=2, out=out, steps=2, resume=True, **(FAST | {"lr": 0.0}))
     with pytest.raises(OptionError, match="exclusive"):
         train(data, scale=2, out=out, steps=2, resume=True, init=out, **FAST)
 
