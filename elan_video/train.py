@@ -14,6 +14,7 @@ The file is also a weights file: :func:`elan_video.load_model` on it returns the
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -249,10 +250,10 @@ def train(
     ema.to(dev).eval()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=DEFAULT_LR if lr is None else lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda i: _lr_factor(i, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma),
+    lr_factor = functools.partial(
+        _lr_factor, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma
     )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["params"])
@@ -263,9 +264,8 @@ def train(
         if lr is not None:
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         # The stored lr was computed by the stored schedule; this call's schedule rules from here on.
-        factor = _lr_factor(step, steps=steps, schedule=schedule, warmup=warmup, milestones=milestones, gamma=gamma)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor
+            group["lr"] = base * lr_factor(step)
         torch.set_rng_state(ckpt["rng"]["torch"])
         sampler.load_state(ckpt["rng"]["sampler"])
     forward: nn.Module = TrainingForward(model) if fast_shift else model
