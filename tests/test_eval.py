@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,16 @@ def test_train_command_stops_resumes_and_exports_elan_light(tmp_path: Path) -> N
     assert (model.scale, model.m_elan, model.c_elan, model.n_share) == (2, 24, 60, 1)
     bad = CliRunner().invoke(main, [*common, "--resume", "--schedule", "step", "--milestones", "x"])
     assert bad.exit_code == 1 and "milestones" in bad.output
+
+
+def test_train_help_states_the_trainers_default_lr() -> None:
+    # The help text spells the default out so that `--help` need not import torch; this keeps the two equal.
+    from elan_video.train import DEFAULT_LR
+
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    stated = re.search(r"--lr FLOAT +Base learning rate \[default: ([0-9.e+-]+);", result.output)
+    assert stated is not None and float(stated.group(1)) == DEFAULT_LR
 
 
 def test_export_command_writes_loadable_weights_with_the_authors_keys(tmp_path: Path) -> None:
