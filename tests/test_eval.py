@@ -76,7 +76,8 @@ def test_train_help_states_the_trainers_default_lr() -> None:
 
     result = CliRunner().invoke(main, ["train", "--help"])
     assert result.exit_code == 0
-    stated = re.search(r"--lr FLOAT +Base learning rate \[default: ([0-9.e+-]+);", result.output)
+    help_text = " ".join(result.output.split())  # independent of where click wraps the line
+    stated = re.search(r"--lr FLOAT Base learning rate \[default: ([0-9.e+-]+);", help_text)
     assert stated is not None and float(stated.group(1)) == DEFAULT_LR
 
 
