@@ -31,7 +31,7 @@ __all__ = [
     "read_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp")
 _KERNEL_WIDTH = 4.0  # support of the Keys cubic, in input pixels at scale 1
 
 

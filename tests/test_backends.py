@@ -38,7 +38,9 @@ def test_compile_backend_equals_the_network() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["eager", "torchscript", "compile"])
 def test_cuda_backends_equal_the_network(backend: str) -> None:
-    _check_backend(backend, torch.device("cuda"), tolerance=1e-2)
+    # cuDNN runs float32 convolutions in TF32 (10-bit mantissa) by default, and the fused and unfused graphs
+    # pick different algorithms: on an H100 (torch 2.11) they differed by 0.019-0.027 at the 255 scale.
+    _check_backend(backend, torch.device("cuda"), tolerance=5e-2)
 
 
 @pytest.mark.skipif(

@@ -21,6 +21,20 @@ def test_flop_count_scales_with_pixels() -> None:
     assert abs(large / small - 4.0) < 0.05
 
 
+def test_flop_count_equals_a_real_forward_and_leaves_the_model_alone() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_elan(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.rand(1, 3, 20, 28) * 255)
+    assert count_flops(model, height=20, width=28) == counter.get_total_flops() > 0
+    after = model.state_dict()
+    assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items())
+
+
 def test_rows_are_consistent() -> None:
     result = run_frame_bench(tiny_elan(2), size=(32, 24), precisions=("fp32",), backends=("eager",), frames=1)
     reference, fused = result["rows"]

@@ -21,7 +21,9 @@ from video_clips import make_audio_only, make_clip, tiny_checkpoint, video_frame
 
 from elan_video.cli import main
 
-ELAN_VIDEO = Path(sys.executable).with_name("elan-video")
+_SCRIPT = Path(sys.executable).with_name("elan-video")
+# The installed script where there is one (CI's venv); from a source tree, the same CLI as a module.
+ELAN_VIDEO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "elan_video"]
 
 
 def run(*args: str | Path) -> tuple[int, str, str]:
@@ -210,7 +212,7 @@ def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: 
     make_clip(src, frames=400, size=(64, 48), codec="ffv1")
     model = tiny_checkpoint(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [str(ELAN_VIDEO), str(src), str(tmp_path / "out.mkv"), "--model", str(model), "--device", "cpu"]
+    cmd = [*ELAN_VIDEO, str(src), str(tmp_path / "out.mkv"), "--model", str(model), "--device", "cpu"]
     cmd += ["--precision", "fp32", "--codec", "ffv1", "-q"]
     # A shell runs background jobs (CI often is one) with SIGINT ignored, and Python then keeps ignoring
     # it; give the child the default disposition so it behaves as in a terminal.
@@ -250,3 +252,9 @@ def test_video_to_image_name_is_refused(tmp_path: Path, clip: Path) -> None:
     assert code == 1
     one_error_line(err, "use matching file types")
     assert listing(tmp_path) == {"clip.mp4"}
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "elan_video", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: elan-video ") and "upscale a video" in done.stdout

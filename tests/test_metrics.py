@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,21 @@ def test_bicubic_baseline_on_set5_matches_the_paper(scale: int) -> None:
     assert len(result.images) == 5
     assert result.psnr == pytest.approx(PAPER_BICUBIC_SET5[scale], abs=0.02)
     assert 0.8 < result.ssim < 0.94
+
+
+def test_lossless_webp_images_are_listed_and_read_bit_exactly(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (21, 17, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (9, 12), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "b.webp", lossless=True)
+    Image.fromarray(gray).save(tmp_path / "a.WEBP", lossless=True)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images(tmp_path)] == ["a.WEBP", "b.webp"]
+    assert np.array_equal(read_image(tmp_path / "b.webp"), rgb)
+    # WebP has no gray mode: a gray image comes back as three equal channels.
+    assert np.array_equal(read_image(tmp_path / "a.WEBP"), np.repeat(gray[:, :, None], 3, axis=2))
 
 
 def test_gray_image_stays_gray_and_is_scored_on_gray_values() -> None:
