@@ -250,6 +250,13 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
 @click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--patch", type=click.IntRange(8), default=48, show_default=True, help="LR patch side.")
+@click.option(
+    "--degrade",
+    type=click.Choice(["patch", "image"]),
+    default="patch",
+    show_default=True,
+    help="Bicubic of each HR crop, or crops of each whole image's bicubic (no resize per step: for GPUs).",
+)
 @click.option("--lr", type=float, default=None, help="Base learning rate [default: 5e-4; on --resume, the run's own].")
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True)

@@ -21,6 +21,7 @@ import torch
 from .errors import InputError, OptionError
 
 __all__ = [
+    "DEGRADATIONS",
     "IMAGE_SUFFIXES",
     "PatchSampler",
     "bicubic_downscale",
@@ -33,6 +34,7 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp")
 _KERNEL_WIDTH = 4.0  # support of the Keys cubic, in input pixels at scale 1
+DEGRADATIONS = ("patch", "image")
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -161,28 +163,43 @@ class PatchSampler:
     """Random training pairs from folders of HR images, reproducible and resumable.
 
     Every image is held in memory as uint8 RGB (the 291-image set is ~100 MB). A batch draws, per sample,
-    an image, a random HR crop of (patch * scale)^2 pixels, its LR by :func:`bicubic_downscale` (the same
-    MATLAB bicubic as the benchmarks), and one of 8 flips/rotations applied to both.
+    an image, a random HR crop of (patch * scale)^2 pixels with its LR, and one of 8 flips/rotations
+    applied to both. The LR is made by :func:`bicubic_downscale` (the MATLAB bicubic of the benchmarks):
+    ``degrade="patch"`` shrinks each HR crop as it is drawn; ``degrade="image"`` shrinks every whole image
+    once, up front, and cuts the LR patch at the matching place, as benchmark LR files are made. "image"
+    costs a copy per sample instead of a float64 resize, so a GPU is not left waiting on the sampler;
+    its patches differ from "patch" ones only near their borders, where the bicubic reads real
+    neighbours instead of mirrored ones.
 
     ``state()`` / ``load_state()`` capture the random generator so a resumed run draws the same batches.
     """
 
-    def __init__(self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0) -> None:
+    def __init__(
+        self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0, degrade: str = "patch"
+    ) -> None:
         if scale not in (2, 3, 4):
             raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
         if patch < 8:
             raise OptionError(f"patch must be at least 8 LR pixels, got {patch}")
+        if degrade not in DEGRADATIONS:
+            raise OptionError(f"degrade must be one of {', '.join(DEGRADATIONS)}, got {degrade!r}")
         self.scale = scale
         self.patch = patch
         crop = patch * scale
         self.images: list[np.ndarray] = []
+        # LR of each whole image (degrade="image"), else None: each crop is degraded when drawn.
+        self.lr_images: list[np.ndarray] | None = [] if degrade == "image" else None
         files = [f for folder in folders for f in list_images(folder)]
         for f in files:
             image = read_image(f)
             if image.ndim == 2:  # grayscale training images become neutral RGB
                 image = np.repeat(image[:, :, None], 3, axis=2)
-            if min(image.shape[:2]) >= crop:  # images smaller than one crop cannot give a patch
-                self.images.append(image)
+            if min(image.shape[:2]) < crop:  # images smaller than one crop cannot give a patch
+                continue
+            if self.lr_images is not None:
+                image = crop_to_multiple(image, scale)  # still >= crop: crop is a multiple of scale
+                self.lr_images.append(bicubic_downscale(image, scale))
+            self.images.append(image)
         if not self.images:
             raise InputError(
                 f"no training image of at least {crop}x{crop} pixels in {', '.join(str(f) for f in folders)}"
@@ -194,18 +211,34 @@ class PatchSampler:
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw a batch: LR float32 (batch, 3, patch, patch) and HR float32 (batch, 3, s*patch, s*patch), 0..255."""
-        crop = self.patch * self.scale
+        lr, hr = self.sample_uint8(batch)
+        return lr.float().contiguous(), hr.float().contiguous()
+
+    def sample_uint8(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch :meth:`sample` draws, as uint8 N x 3 x H x W views of channels-last memory.
+
+        A quarter of the bytes to copy to a GPU, and the float conversion can happen there.
+        """
+        crop, s, p = self.patch * self.scale, self.scale, self.patch
         lrs, hrs = [], []
         for _ in range(batch):
-            image = self.images[int(self._rng.integers(len(self.images)))]
-            top = int(self._rng.integers(image.shape[0] - crop + 1))
-            left = int(self._rng.integers(image.shape[1] - crop + 1))
-            hr = image[top : top + crop, left : left + crop]
-            lr = bicubic_downscale(hr, self.scale)
+            index = int(self._rng.integers(len(self.images)))
+            image = self.images[index]
+            if self.lr_images is None:
+                top = int(self._rng.integers(image.shape[0] - crop + 1))
+                left = int(self._rng.integers(image.shape[1] - crop + 1))
+                hr = image[top : top + crop, left : left + crop]
+                lr = bicubic_downscale(hr, s)
+            else:
+                small = self.lr_images[index]
+                top = int(self._rng.integers(small.shape[0] - p + 1))
+                left = int(self._rng.integers(small.shape[1] - p + 1))
+                lr = small[top : top + p, left : left + p]
+                hr = image[top * s : (top + p) * s, left * s : (left + p) * s]
             hr, lr = _augment(hr, lr, int(self._rng.integers(8)))
             hrs.append(np.ascontiguousarray(hr))
             lrs.append(np.ascontiguousarray(lr))
-        return _to_tensor(np.stack(lrs)), _to_tensor(np.stack(hrs))
+        return _to_nchw(np.stack(lrs)), _to_nchw(np.stack(hrs))
 
     def state(self) -> dict[str, Any]:
         """The generator's state (plain dicts and ints, safe for ``torch.load(weights_only=True)``)."""
@@ -216,6 +249,6 @@ class PatchSampler:
         self._rng.bit_generator.state = state
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> float32 N x 3 x H x W in 0..255."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
+def _to_nchw(images: np.ndarray) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W uint8 (a view; no copy)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2)

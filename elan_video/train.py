@@ -171,6 +171,7 @@ def train(
     arch: Mapping[str, Any] | None = None,
     batch: int = 16,
     patch: int = 48,
+    degrade: str = "patch",
     lr: float | None = None,
     schedule: str = "cosine",
     warmup: int = 0,
@@ -196,7 +197,9 @@ def train(
     schedule are restored; data, batch, patch and seed must be those of the stored run). init: weights
     to start from (checkpoint, safetensors or bundled name; tensors of another shape, such as an x2 tail
     for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
-    batch, patch: samples per step and LR patch side in pixels (HR side patch * scale).
+    batch, patch: samples per step and LR patch side in pixels (HR side patch * scale). degrade: "patch"
+    (bicubic of each HR crop) or "image" (crops of each whole image's bicubic; no resize per step, see
+    :class:`elan_video.data.PatchSampler`).
     lr: Adam's base learning rate (default 5e-4; on resume, the stored run's unless given, so a resumed
     run can be given a new base rate, schedule or milestones from its current step on).
     schedule: "cosine" (to 0 at ``steps``) or "step" (x ``gamma`` at each of ``milestones``), after
@@ -227,14 +230,14 @@ def train(
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed)
+    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
     ckpt = load_checkpoint(out) if resume else None
     if ckpt is not None:
         config = dict(ckpt["config"])
         if config["scale"] != scale:
             raise OptionError(f"scale {scale} does not match the checkpoint {out}, which trains x{config['scale']}")
-        stored = ckpt["options"]
-        for name, value in (("batch", batch), ("patch", patch), ("seed", seed)):
+        stored = {"degrade": "patch"} | ckpt["options"]  # runs stored before "degrade" existed degraded patches
+        for name, value in (("batch", batch), ("patch", patch), ("seed", seed), ("degrade", degrade)):
             if stored[name] != value:
                 raise OptionError(f"{name} {value} differs from the resumed run's {stored[name]} ({out})")
     else:
@@ -273,6 +276,7 @@ def train(
         "data": [str(d) for d in data_dirs],
         "batch": batch,
         "patch": patch,
+        "degrade": degrade,
         "lr": scheduler.base_lrs[0],
         "schedule": schedule,
         "warmup": warmup,
@@ -312,8 +316,7 @@ def train(
 
     end = steps if stop_at is None else min(steps, stop_at)
     while step < end:
-        lr_batch, hr_batch = sampler.sample(batch)
-        lr_batch, hr_batch = lr_batch.to(dev), hr_batch.to(dev)
+        lr_batch, hr_batch = (t.to(dev).float().contiguous() for t in sampler.sample_uint8(batch))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             sr = forward(lr_batch)
         loss = F.l1_loss(sr.float(), hr_batch)

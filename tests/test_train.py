@@ -44,6 +44,41 @@ def test_sampler_pairs_are_bicubic_degradations_and_reproducible() -> None:
     assert torch.equal(b.sample(3)[1], hr)
 
 
+def test_image_degradation_pairs_are_aligned_crops_of_each_image_and_its_bicubic(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from elan_video.data import _augment, read_image
+
+    rng = np.random.default_rng(3)
+    for name, (h, w) in {"a.png": (31, 40), "b.png": (28, 26)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / name)
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    scale, patch = 3, 8
+    sampler = PatchSampler([tmp_path], scale=scale, patch=patch, seed=1, degrade="image")
+    assert len(sampler) == 2  # 20 px is below one 24 px crop
+    sources = []
+    for name in ("a.png", "b.png"):
+        hr = read_image(tmp_path / name)
+        hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
+        sources.append((hr, bicubic_downscale(hr, scale)))
+    lr, hr = sampler.sample(12)
+    assert lr.shape == (12, 3, patch, patch) and hr.shape == (12, 3, patch * scale, patch * scale)
+    for lr_i, hr_i in zip(lr, hr, strict=True):
+        got = (lr_i.permute(1, 2, 0).numpy().astype(np.uint8), hr_i.permute(1, 2, 0).numpy().astype(np.uint8))
+        found = 0
+        for big, small in sources:
+            for top in range(small.shape[0] - patch + 1):
+                for left in range(small.shape[1] - patch + 1):
+                    crop_hr = big[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale]
+                    crop_lr = small[top : top + patch, left : left + patch]
+                    for code in range(8):
+                        t_hr, t_lr = _augment(crop_hr, crop_lr, code)
+                        found += np.array_equal(t_lr, got[0]) and np.array_equal(t_hr, got[1])
+        assert found == 1
+    with pytest.raises(OptionError, match="degrade must be one of patch, image"):
+        PatchSampler([tmp_path], scale=2, patch=8, degrade="crop")
+
+
 def test_training_forward_equals_the_faithful_network_with_gradients() -> None:
     torch.manual_seed(0)
     net = ELAN(scale=2, **TINY).train()
@@ -135,6 +170,8 @@ def test_resume_refuses_changed_batch_and_init_with_resume(tmp_path: Path) -> No
     train(data, scale=2, out=out, steps=1, **FAST)
     with pytest.raises(OptionError, match="batch"):
         train(data, scale=2, out=out, steps=2, resume=True, **(FAST | {"batch": 2}))
+    with pytest.raises(OptionError, match="degrade image differs from the resumed run's patch"):
+        train(data, scale=2, out=out, steps=2, resume=True, degrade="image", **FAST)
     with pytest.raises(OptionError, match="scale"):
         train(data, scale=3, out=out, steps=2, resume=True, **FAST)
     with pytest.raises(OptionError, match="lr must be positive"):
