@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check elan_video filters tests examples
-	$(BIN)/ruff format --check elan_video filters tests examples
+	$(BIN)/ruff check elan_video filters tests examples tools
+	$(BIN)/ruff format --check elan_video filters tests examples tools
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
