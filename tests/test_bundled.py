@@ -64,4 +64,5 @@ def test_cli_default_model_follows_the_scale(tmp_path: Path) -> None:
         dst = tmp_path / f"out{scale}.png"
         result = CliRunner().invoke(main, [str(src), str(dst), "--scale", str(scale), "--precision", "fp32", "-q"])
         assert result.exit_code == 0, result.output
-        assert Image.open(dst).size == (20 * scale, 24 * scale)
+        with Image.open(dst) as out:
+            assert out.size == (20 * scale, 24 * scale)
