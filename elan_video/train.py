@@ -194,7 +194,7 @@ def train(
     out: the training checkpoint (written every ``save_every`` steps and at the end). steps: length of the
     run (the schedule's horizon). stop_at: end this call after that step (checkpoint written, no export)
     so a long run can span sessions. resume: continue from ``out`` (the random state, weights, optimizer and
-    schedule are restored; data, batch, patch and seed must be those of the stored run). init: weights
+    schedule are restored; data, batch, patch, degrade and seed must be those of the stored run). init: weights
     to start from (checkpoint, safetensors or bundled name; tensors of another shape, such as an x2 tail
     for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
     batch, patch: samples per step and LR patch side in pixels (HR side patch * scale). degrade: "patch"
