@@ -19,10 +19,10 @@ fi
 python3 -c "import torch, av; print('torch', torch.__version__, 'av', av.__version__, torch.cuda.get_device_name())"
 timeout 180 python3 -m pytest -q -rs -p no:cacheprovider --ignore tests/test_vselan.py tests >"$OUT/tests.log" 2>&1
 echo "pytest exit $?"; tail -3 "$OUT/tests.log"
-ev() { python3 -m elan_video "$@"; }
-timeout 90 ev bench --device cuda --size 960x540 --frames 10 --precision fp32 --precision bf16 --precision fp16 \
+EV=(python3 -m elan_video)
+timeout 90 "${EV[@]}" bench --device cuda --size 960x540 --frames 10 --precision fp32 --precision bf16 --precision fp16 \
     --backend eager --backend torchscript 2>&1 | tee "$OUT/bench-540p.txt"
-timeout 60 ev bench --device cuda --size 960x540 --frames 5 --precision fp16 --video 2>&1 | tee "$OUT/bench-video.txt"
-timeout 60 ev bench --device cuda --size 1920x1080 --frames 5 --precision fp16 --precision bf16 2>&1 | tee "$OUT/bench-1080p.txt"
-timeout 120 ev bench --device cuda --size 960x540 --frames 10 --precision fp16 --backend compile --no-reference 2>&1 \
+timeout 60 "${EV[@]}" bench --device cuda --size 960x540 --frames 5 --precision fp16 --video 2>&1 | tee "$OUT/bench-video.txt"
+timeout 60 "${EV[@]}" bench --device cuda --size 1920x1080 --frames 5 --precision fp16 --precision bf16 2>&1 | tee "$OUT/bench-1080p.txt"
+timeout 120 "${EV[@]}" bench --device cuda --size 960x540 --frames 10 --precision fp16 --backend compile --no-reference 2>&1 \
     | tee "$OUT/bench-compile.txt"
