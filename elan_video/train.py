@@ -230,7 +230,6 @@ def train(
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
     ckpt = load_checkpoint(out) if resume else None
     if ckpt is not None:
         config = dict(ckpt["config"])
@@ -244,6 +243,8 @@ def train(
         config = {"m_elan": 24, "c_elan": 60, "n_share": 1, "r_expand": 2, "window_sizes": (4, 8, 16)}
         config |= dict(arch or {})
         config["scale"] = scale
+    # After the resume checks: with degrade="image" the sampler resizes every image up front.
+    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
     torch.manual_seed(seed)  # the initial weights are part of the run's reproducible state
     model = ELAN(**config)
     if init is not None:
