@@ -25,8 +25,9 @@ _SCALES = (2, 3, 4)
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: float = 255.0) -> float:
     """PSNR in dB between two same-shaped arrays on a 0..peak scale (inf when identical)."""
-    a_t = torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a).double()
-    b_t = torch.as_tensor(np.asarray(b) if isinstance(b, np.ndarray) else b).double()
+    # Contiguous copies: torch refuses numpy's negative strides (flipped or rotated views).
+    a_t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a).double()
+    b_t = torch.as_tensor(np.ascontiguousarray(b) if isinstance(b, np.ndarray) else b).double()
     mse = float(((a_t - b_t) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 

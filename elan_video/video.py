@@ -3,13 +3,16 @@
 Frames cross this module's boundary as H x W x 3 RGB numpy arrays: uint8 for 8-bit sources, uint16 scaled to the
 full 0..65535 range for sources deeper than 8 bits. The YUV<->RGB conversion uses the source's colour matrix and
 range (guessed from the frame size when untagged, the way players do), and the same tags are written to the output,
-so colours survive the round trip. Timestamps are kept per frame: nothing assumes a constant frame rate.
+so colours survive the round trip. Timestamps are kept per frame: nothing assumes a constant frame rate. The
+picture's geometry survives too: a video's sample aspect ratio and display matrix (a phone's rotation) are written
+to the output, and a still image's EXIF orientation is applied to its pixels when it is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import struct
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -71,6 +74,8 @@ _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "l
 _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
 # Encoders that refuse odd frame sizes with subsampled chroma; others (VP9, FFV1, raw) accept them.
 _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", "h264_nvenc", "hevc_nvenc")
+# FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
+_IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
 
@@ -96,6 +101,25 @@ def _fraction(value: object) -> Fraction | None:
         return None
     frac = Fraction(value.numerator, value.denominator)  # type: ignore[attr-defined]
     return frac if frac > 0 else None
+
+
+def _sample_aspect_ratio(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's sample (pixel) aspect ratio as FFmpeg guesses it from container and bitstream; None when
+    unknown or square."""
+    sar = stream.sample_aspect_ratio
+    if sar is None or not sar.numerator or not sar.denominator:
+        return None
+    frac = Fraction(sar.numerator, sar.denominator)
+    return None if frac == 1 else frac
+
+
+def _display_matrix(stream: av.video.stream.VideoStream) -> tuple[int, ...] | None:
+    """The stream's display matrix (FFmpeg's nine-integer layout), or None when it has none or it is the identity."""
+    data = stream.codec_context.coded_side_data.get("display_matrix")
+    if data is None or len(data) != 36:
+        return None
+    matrix = struct.unpack("=9i", data)
+    return None if matrix == _IDENTITY_MATRIX else matrix
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -158,7 +182,9 @@ class VideoInfo:
 
     frames: the container's frame count (None when the header does not say); estimated_frames: that count or
     duration x rate (None when neither is known); rate: average frame rate (None when unknown); time_base: the
-    video stream's; bit_depth: bits per component of the decoded format; colour: resolved colour tags.
+    video stream's; bit_depth: bits per component of the decoded format; colour: resolved colour tags;
+    sample_aspect_ratio: pixel width over height (None when square or unknown); display_matrix: how players turn
+    or mirror the picture for display, FFmpeg's nine integers (None when they show it as stored).
     """
 
     path: Path
@@ -176,6 +202,8 @@ class VideoInfo:
     time_base: Fraction
     colour: ColourTags
     others: tuple[StreamInfo, ...] = field(default_factory=tuple)
+    sample_aspect_ratio: Fraction | None = None
+    display_matrix: tuple[int, ...] | None = None
 
 
 def check_source(path: str | Path) -> Path:
@@ -265,6 +293,8 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         time_base=time_base,
         colour=colour,
         others=others,
+        sample_aspect_ratio=_sample_aspect_ratio(stream),
+        display_matrix=_display_matrix(stream),
     )
 
 
@@ -459,12 +489,47 @@ def read_frames(path: str | Path, *, start: float | None = None, end: float | No
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF."""
+    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF.
+
+    The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, since the
+    images written here carry no EXIF to say it again.
+    """
     with VideoReader(path) as reader:
         for item in reader.items():
             if isinstance(item, DecodedFrame):
-                return item.image
+                return _upright(item.image, _exif_orientation(Path(path)))
     raise InputError(f"{path}: no picture could be decoded")
+
+
+def _exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag (1..8; 1 = as stored) of an image file, 1 where it has none or Pillow cannot
+    read the file's header (FFmpeg decodes some files Pillow does not)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                value = image.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation ``orientation`` to an H x W x C array (the transposes of Pillow's exif_transpose)."""
+    turned = {
+        1: image,
+        2: image[:, ::-1],
+        3: image[::-1, ::-1],
+        4: image[::-1],
+        5: image.transpose(1, 0, 2),
+        6: np.rot90(image, -1),
+        7: image[::-1, ::-1].transpose(1, 0, 2),
+        8: np.rot90(image, 1),
+    }[orientation]
+    return np.ascontiguousarray(turned)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -498,7 +563,8 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
 @dataclass(frozen=True)
 class EncoderPlan:
     """How the output video is encoded: codec, pixel format, frame size (padded to even for 4:2:0 encoders
-    that need it), constant-quality value, preset, encoder options, colour tags and time base."""
+    that need it), constant-quality value, preset, encoder options, colour tags, time base, and the source's
+    sample aspect ratio and display matrix (its translation scaled with the picture) to record."""
 
     codec: str
     pix_fmt: str
@@ -513,6 +579,8 @@ class EncoderPlan:
     time_base: Fraction
     rate: Fraction | None
     rgb_format: str  # "rgb24" or "rgb48le": what the frames handed to the writer are
+    sample_aspect_ratio: Fraction | None = None
+    display_matrix: tuple[int, ...] | None = None
 
 
 @functools.cache
@@ -638,7 +706,20 @@ def plan_encoder(
         time_base=info.time_base,
         rate=info.rate,
         rgb_format="rgb24" if info.bit_depth <= 8 else "rgb48le",
+        sample_aspect_ratio=info.sample_aspect_ratio,
+        display_matrix=_scaled_matrix(info.display_matrix, scale),
     )
+
+
+def _scaled_matrix(matrix: tuple[int, ...] | None, scale: int) -> tuple[int, ...] | None:
+    """The display matrix of the picture ``scale`` times larger: rotation and mirroring as they were, the
+    translation (entries 6 and 7, in pixels, which MP4's rotations use to move the picture back into view)
+    scaled."""
+    if matrix is None:
+        return None
+    m = list(matrix)
+    m[6], m[7] = m[6] * scale, m[7] * scale
+    return tuple(m)
 
 
 class VideoWriter:
@@ -691,6 +772,10 @@ class VideoWriter:
         cc.color_range = plan.colour.range
         cc.color_primaries = plan.colour.primaries
         cc.color_trc = plan.colour.trc
+        if plan.sample_aspect_ratio is not None:
+            cc.sample_aspect_ratio = plan.sample_aspect_ratio
+        if plan.display_matrix is not None:
+            stream.set_display_matrix(plan.display_matrix)
         for key in ("language", "title", "handler_name"):
             if key in metadata:
                 stream.metadata[key] = metadata[key]
@@ -771,7 +856,7 @@ class VideoWriter:
                 self.container.mux(out.encode(converted))
 
     def close(self) -> None:
-        """Flush the encoders and finish the file (idempotent)."""
+        """Flush the encoders and finish the file (idempotent); warn if the file lost the source's geometry."""
         if self._closed:
             return
         self._closed = True
@@ -787,6 +872,25 @@ class VideoWriter:
                 self.container.mux(out.encode(None))
         finally:
             self.container.close()
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
+        """Read the finished file back: whether a container/codec pair records the aspect ratio or the display
+        matrix depends on both (and on the FFmpeg build), so ask the file rather than a table."""
+        plan = self.plan
+        if plan.sample_aspect_ratio is None and plan.display_matrix is None:
+            return
+        with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(self.path)) as written:
+            stream = written.streams.video[0]
+            where = f"{self.path.suffix or 'this container'} with {plan.codec}"
+            sar = plan.sample_aspect_ratio
+            if sar is not None and _sample_aspect_ratio(stream) != sar:
+                self._warn(
+                    f"{where} does not record the source's sample aspect ratio {sar.numerator}:{sar.denominator}; "
+                    "players will show the output with square pixels"
+                )
+            if plan.display_matrix is not None and _display_matrix(stream) is None:
+                self._warn(f"{where} does not record the source's display rotation; players will show it unrotated")
 
     def abort(self) -> None:
         """Close without flushing (the caller deletes the file)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from elan_video.upscaler import psnr
 from elan_video.video import (
     EncoderPlan,
     VideoReader,
+    VideoWarning,
     VideoWriter,
     plan_encoder,
     probe,
@@ -202,6 +204,71 @@ def test_odd_frames_are_padded_by_repeating_the_edge(tmp_path: Path) -> None:
     (_, frame), *_ = video_frames(tmp_path / "o.mp4")
     assert frame.shape == (34, 46, 3)
     assert frame[-1, 4:40].mean() > 200
+
+
+def _portrait(height: int) -> tuple[int, ...]:
+    """A phone's portrait display matrix as MP4 stores it: a quarter turn, moved back into view by ``height``."""
+    return (0, 1 << 16, 0, -(1 << 16), 0, 0, height << 16, 0, 1 << 30)
+
+
+def _write_doubled(src: Path, dst: Path, **plan_options: object) -> list[str]:
+    """Write ``src`` pixel-doubled to ``dst`` the way the pipeline plans it; returns the writer's warnings."""
+    plan = plan_encoder(dst, probe(src), scale=2, **plan_options)  # type: ignore[arg-type]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VideoWarning)
+        with VideoWriter(dst, plan) as writer:
+            for f in read_frames(src):
+                writer.write(np.repeat(np.repeat(f.image, 2, 0), 2, 1), f.pts)
+    return [str(w.message) for w in caught if issubclass(w.category, VideoWarning)]
+
+
+def _first_frame_rotation(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).rotation
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov", "out.mkv"])
+def test_sample_aspect_ratio_and_rotation_survive(tmp_path: Path, name: str) -> None:
+    plain = tmp_path / "plain.mp4"
+    make_clip(plain, frames=1)
+    assert (probe(plain).sample_aspect_ratio, probe(plain).display_matrix) == (None, None)
+    src = tmp_path / "portrait_anamorphic.mp4"
+    make_clip(src, frames=2, size=(32, 24), sar=Fraction(32, 27), display_matrix=_portrait(24))
+    info = probe(src)
+    assert (info.sample_aspect_ratio, info.display_matrix) == (Fraction(32, 27), _portrait(24))
+    assert plan_encoder(tmp_path / name, info, scale=2).display_matrix == _portrait(48)
+    assert _write_doubled(src, tmp_path / name) == []
+    out = probe(tmp_path / name)
+    assert out.sample_aspect_ratio == Fraction(32, 27)
+    assert _first_frame_rotation(tmp_path / name) == _first_frame_rotation(src) == -90
+    if name != "out.mkv":  # Matroska stores the angle only, not MP4's translation
+        assert out.display_matrix == _portrait(48)
+
+
+def test_outputs_that_cannot_record_the_geometry_say_so(tmp_path: Path) -> None:
+    src = tmp_path / "portrait_anamorphic.mp4"
+    make_clip(src, frames=2, size=(32, 24), sar=Fraction(32, 27), display_matrix=_portrait(24))
+    (vp9,) = _write_doubled(src, tmp_path / "out.webm")
+    assert "sample aspect ratio 32:27" in vp9 and "square pixels" in vp9
+    assert probe(tmp_path / "out.webm").sample_aspect_ratio is None
+    (raw,) = _write_doubled(src, tmp_path / "out.264")
+    assert "rotation" in raw
+    assert probe(tmp_path / "out.264").sample_aspect_ratio == Fraction(32, 27)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_still_images(tmp_path: Path, orientation: int) -> None:
+    from PIL import Image, ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
+    with Image.open(tmp_path / "photo.png") as image:
+        upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    got = read_image(tmp_path / "photo.png")
+    assert got.shape == ((12, 20, 3) if orientation <= 4 else (20, 12, 3))
+    np.testing.assert_array_equal(got, upright)
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff"])

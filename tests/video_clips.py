@@ -56,12 +56,15 @@ def make_clip(
     audio_from: Path | None = None,
     subtitles: Path | None = None,
     images: Sequence[np.ndarray] | None = None,
+    sar: Fraction | None = None,
+    display_matrix: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
     ``pts`` (in ``time_base`` units) makes a variable-rate clip; ``matrix`` (AVColorSpace) and ``full_range``
     tag and convert the YUV; ``audio_from`` copies that file's first audio stream packet for packet;
-    ``subtitles`` (an .srt) adds a subtitle stream the same way.
+    ``subtitles`` (an .srt) adds a subtitle stream the same way; ``sar`` and ``display_matrix`` (FFmpeg's nine
+    integers) tag the picture's geometry.
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -73,6 +76,10 @@ def make_clip(
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         range_ = 2 if full_range else 1
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        if display_matrix is not None:
+            stream.set_display_matrix(display_matrix)
         if matrix is not None:
             stream.codec_context.colorspace = matrix
             stream.codec_context.color_range = range_
