@@ -369,9 +369,7 @@ def upscale_video(
         with _temporary_output(dst_path) as tmp:
             writer = VideoWriter(tmp, plan, metadata=metadata, warn=warn)
             try:
-                writer.container.metadata.update(
-                    {k: v for k, v in reader.container.metadata.items() if k.lower() in ("title", "comment")}
-                )
+                writer.add_metadata_from(reader.container)
                 passthrough = writer.add_streams_from(reader.container, video_index=reader.stream.index)
                 _stream(
                     reader,

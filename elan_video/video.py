@@ -76,6 +76,9 @@ _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
 _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", "h264_nvenc", "hevc_nvenc")
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
 _IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+_AVDISCARD_ALL = 48
+# Global tags each muxer writes for itself: the source's would misdescribe the output.
+_MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
 
@@ -782,12 +785,26 @@ class VideoWriter:
         self.video = stream
         self._out_is_rgb = av.VideoFormat(plan.pix_fmt).is_rgb
 
+    def add_metadata_from(self, source: av.container.InputContainer) -> None:
+        """Copy the source's global tags (title, creation time, location, ...; not the muxer's own) and chapters.
+
+        Chapters keep their times, which match the output's because every frame keeps its source timestamp.
+        """
+        self.container.metadata.update(
+            {key: value for key, value in source.metadata.items() if key.lower() not in _MUXER_TAGS}
+        )
+        chapters = source.chapters()
+        if chapters:
+            self.container.set_chapters(chapters)
+
     def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
         """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
         suffix = self.path.suffix.lower()
         supported = self.container.supported_codecs
         for s in source.streams:
-            if s.index == video_index:
+            # AVDISCARD_ALL from the demuxer marks a track that is not content: MP4's chapter text track, whose
+            # chapters add_metadata_from copies.
+            if s.index == video_index or int(s.discard) >= _AVDISCARD_ALL:
                 continue
             name = s.codec_context.name if s.codec_context is not None else "unknown"
             label = f"{s.type} stream #{s.index} ({name})"

@@ -215,6 +215,21 @@ def test_rotation_and_aspect_ratio_reach_the_output(tmp_path: Path, up2: Upscale
     assert out.display_matrix == (0, 1 << 16, 0, -(1 << 16), 0, 0, 48 << 16, 0, 1 << 30)
 
 
+def test_global_tags_and_chapters_are_copied(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "phone.mp4"
+    tags = {"title": "Holiday", "creation_time": "2024-05-01T10:00:00.000000Z", "location": "+48.8577+002.2950/"}
+    chapters = [(0.0, 0.2, "arrival"), (0.2, 0.4, "beach")]
+    make_clip(src, frames=10, tags=tags, chapters=chapters)
+    for name in ("out.mp4", "out.mkv"):
+        upscale_video(src, tmp_path / name, model=up2)
+        with av.open(str(tmp_path / name)) as c:
+            got = {k.lower(): v for k, v in c.metadata.items()}
+            marks = [(float(ch["start"] * ch["time_base"]), ch["metadata"].get("title")) for ch in c.chapters()]
+        assert {k: got.get(k) for k in tags} == tags
+        assert got["encoder"].startswith("Lavf")  # the output's muxer, not a copy of the source's tag
+        assert marks == [(0.0, "arrival"), (0.2, "beach")]
+
+
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})

@@ -58,13 +58,16 @@ def make_clip(
     images: Sequence[np.ndarray] | None = None,
     sar: Fraction | None = None,
     display_matrix: Sequence[int] | None = None,
+    tags: dict[str, str] | None = None,
+    chapters: Sequence[tuple[float, float, str]] | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
     ``pts`` (in ``time_base`` units) makes a variable-rate clip; ``matrix`` (AVColorSpace) and ``full_range``
     tag and convert the YUV; ``audio_from`` copies that file's first audio stream packet for packet;
     ``subtitles`` (an .srt) adds a subtitle stream the same way; ``sar`` and ``display_matrix`` (FFmpeg's nine
-    integers) tag the picture's geometry.
+    integers) tag the picture's geometry; ``tags`` are global metadata and ``chapters`` (start s, end s, title)
+    the file's chapters.
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -72,6 +75,21 @@ def make_clip(
     pictures = list(images) if images is not None else [pattern(i, width, height) for i in range(len(pts))]
     with av.open(str(path), mode="w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=rate, options=options or {})
+        out.metadata.update(tags or {})
+        if chapters:
+            ms = Fraction(1, 1000)
+            out.set_chapters(
+                [
+                    {
+                        "id": i + 1,
+                        "start": round(a * 1000),
+                        "end": round(b * 1000),
+                        "time_base": ms,
+                        "metadata": {"title": t},
+                    }
+                    for i, (a, b, t) in enumerate(chapters)
+                ]
+            )
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
