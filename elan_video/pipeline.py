@@ -40,6 +40,7 @@ from .video import (
     is_image_path,
     plan_encoder,
     read_image,
+    read_photo_tags,
     write_image,
 )
 
@@ -335,7 +336,7 @@ def upscale_video(
         up = _make_upscaler(model, scale=scale, **model_options)
         result = up(image)
         with _temporary_output(dst_path) as tmp:
-            write_image(tmp, result)
+            write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
         if progress is not None:
             progress(1, 1)
         h, w = image.shape[:2]

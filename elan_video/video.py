@@ -15,6 +15,7 @@ import functools
 import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,6 +33,7 @@ __all__ = [
     "DecodedFrame",
     "EncoderPlan",
     "OutputError",
+    "PhotoTags",
     "VideoInfo",
     "VideoReader",
     "VideoWarning",
@@ -42,6 +44,7 @@ __all__ = [
     "probe",
     "read_frames",
     "read_image",
+    "read_photo_tags",
     "write_image",
 ]
 
@@ -494,19 +497,37 @@ def read_frames(path: str | Path, *, start: float | None = None, end: float | No
 def read_image(path: str | Path) -> np.ndarray:
     """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF.
 
-    The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, since the
-    images written here carry no EXIF to say it again.
+    The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, and
+    :func:`read_photo_tags` reports the orientation as 1 for the image written from them.
     """
     with VideoReader(path) as reader:
         for item in reader.items():
             if isinstance(item, DecodedFrame):
-                return _upright(item.image, _exif_orientation(Path(path)))
+                return _upright(item.image, _photo_header(Path(path))[0])
     raise InputError(f"{path}: no picture could be decoded")
 
 
-def _exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag (1..8; 1 = as stored) of an image file, 1 where it has none or Pillow cannot
-    read the file's header (FFmpeg decodes some files Pillow does not)."""
+@dataclass(frozen=True)
+class PhotoTags:
+    """What a still image says besides its pixels and should keep saying after upscaling.
+
+    icc_profile: the ICC colour profile (what the RGB numbers mean: a phone's Display P3, a camera's Adobe RGB);
+    exif: the EXIF block (camera, date taken, ...) as Pillow writes it, orientation set to 1 because
+    :func:`read_image` applies it. None where the file has none.
+    """
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+def read_photo_tags(path: str | Path) -> PhotoTags:
+    """The ICC profile and EXIF of an image file (empty where it has none or Pillow cannot read its header)."""
+    return _photo_header(Path(path))[1]
+
+
+def _photo_header(path: Path) -> tuple[int, PhotoTags]:
+    """(EXIF orientation 1..8, tags) from the image's header; (1, no tags) where Pillow cannot read it (FFmpeg
+    decodes some files Pillow does not)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -514,10 +535,17 @@ def _exif_orientation(path: Path) -> int:
             # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                value = image.getexif().get(0x0112, 1)
+                icc = image.info.get("icc_profile") or None
+                exif = image.getexif()
+                orientation = exif.get(0x0112, 1)
+                if 0x0112 in exif:
+                    exif[0x0112] = 1
+                # Inside the with: a TIFF's EXIF is read from the open file as it is serialised.
+                exif_bytes = exif.tobytes() if len(exif) else None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+        return 1, PhotoTags()
+    valid = isinstance(orientation, int) and 1 <= orientation <= 8
+    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes)
 
 
 def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -535,13 +563,20 @@ def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(turned)
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
+def write_image(
+    path: str | Path, image: np.ndarray, *, tags: PhotoTags | None = None, warn: WarnCallback | None = None
+) -> None:
     """Write H x W x 3 RGB uint8/uint16 to ``path`` in the format its suffix names.
 
-    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded).
+    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). ``tags`` (from :func:`read_photo_tags`)
+    are written where the format holds them, the EXIF pixel dimensions set to this image's; ``warn`` hears
+    what could not be (an ICC profile in BMP, any tag in 16-bit TIFF).
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    tags = tags or PhotoTags()
+    warn = warn or _default_warn
+    exif = _exif_sized(tags.exif, image.shape[1], image.shape[0]) if tags.exif else None
     if image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
         codec, fmt, src = ("png", "rgb48be", "rgb48le") if suffix == ".png" else ("tiff", "rgb48le", "rgb48le")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src).reformat(format=fmt)
@@ -549,6 +584,10 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         cc.width, cc.height, cc.pix_fmt = image.shape[1], image.shape[0], fmt
         cc.time_base = Fraction(1, 25)
         data = b"".join(bytes(pkt) for pkt in [*cc.encode(frame), *cc.encode(None)])
+        if suffix == ".png":
+            data = _png_with_tags(data, tags.icc_profile, exif)
+        elif tags.icc_profile or exif:
+            warn(f"{p.name}: 16-bit TIFF is written without the source's ICC profile and EXIF")
         p.write_bytes(data)
         return
     from PIL import Image
@@ -556,8 +595,48 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix.lstrip(".").upper())
-    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        if tags.icc_profile:
+            options["icc_profile"] = tags.icc_profile
+        if exif and not (fmt == "JPEG" and len(exif) > _JPEG_APP1_MAX):
+            options["exif"] = exif
+        elif exif:
+            warn(f"{p.name}: the source's EXIF ({len(exif)} bytes) does not fit a JPEG segment; not written")
+    elif tags.icc_profile or exif:
+        warn(f"{p.name}: {fmt} cannot hold the source's ICC profile and EXIF; not written")
     Image.fromarray(np.ascontiguousarray(image)).save(p, format=fmt, **options)
+
+
+_JPEG_APP1_MAX = 65533  # a JPEG marker segment's payload limit, less the "Exif" header Pillow adds
+
+
+def _exif_sized(exif: bytes, width: int, height: int) -> bytes:
+    """The EXIF block with its pixel dimensions (Exif IFD PixelXDimension/PixelYDimension, where present) set."""
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags.load(exif)
+    ifd = tags.get_ifd(0x8769)
+    for key, value in ((0xA002, width), (0xA003, height)):
+        if key in ifd:
+            ifd[key] = value
+    return tags.tobytes()
+
+
+def _png_with_tags(png: bytes, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks after a PNG's IHDR (PyAV's PNG encoder writes neither)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    extra = b""
+    if icc_profile:
+        extra += chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        extra += chunk(b"eXIf", exif.removeprefix(b"Exif\0\0"))  # PNG's holds the TIFF structure alone
+    ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR's length, type, 13 bytes of data and CRC
+    return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
 # -- writing -----------------------------------------------------------------------------------------------

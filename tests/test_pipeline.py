@@ -187,13 +187,15 @@ def test_image_in_image_out_equals_upscale_image(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "out.png"), upscale_image(model, image, **FAST))
 
 
-def test_portrait_photo_comes_out_upright(tmp_path: Path, up2: Upscaler) -> None:
-    from PIL import Image
+def test_portrait_photo_comes_out_upright_with_its_tags(tmp_path: Path, up2: Upscaler) -> None:
+    from PIL import Image, ImageCms
 
     stored = np.random.default_rng(1).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     exif = Image.Exif()
     exif[0x0112] = 6  # "turn 90 degrees clockwise to view", as a phone held upright writes it
-    Image.fromarray(stored).save(tmp_path / "portrait.jpg", exif=exif, quality=100, subsampling=0)
+    exif[0x010F] = "Phone"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(stored).save(tmp_path / "portrait.jpg", exif=exif, icc_profile=icc, quality=100, subsampling=0)
     summary = upscale_video(tmp_path / "portrait.jpg", tmp_path / "out.png", model=up2)
     assert summary.output_size == (40, 56)
     from elan_video.video import read_image
@@ -201,6 +203,9 @@ def test_portrait_photo_comes_out_upright(tmp_path: Path, up2: Upscaler) -> None
     decoded = read_image(tmp_path / "portrait.jpg")
     assert psnr(decoded, np.rot90(stored, -1)) > 40
     np.testing.assert_array_equal(read_image(tmp_path / "out.png"), up2(decoded))
+    with Image.open(tmp_path / "out.png") as out:  # the colour profile and EXIF came along, now upright
+        assert out.info["icc_profile"] == icc
+        assert (out.getexif()[0x0112], out.getexif()[0x010F]) == (1, "Phone")
 
 
 def test_rotation_and_aspect_ratio_reach_the_output(tmp_path: Path, up2: Upscaler) -> None:

@@ -24,6 +24,7 @@ from elan_video.video import (
     probe,
     read_frames,
     read_image,
+    read_photo_tags,
     write_image,
 )
 
@@ -269,6 +270,56 @@ def test_exif_orientation_is_applied_to_still_images(tmp_path: Path, orientation
     got = read_image(tmp_path / "photo.png")
     assert got.shape == ((12, 20, 3) if orientation <= 4 else (20, 12, 3))
     np.testing.assert_array_equal(got, upright)
+
+
+def _camera_tags(orientation: int = 1) -> tuple[bytes, bytes]:
+    """(an ICC profile, an EXIF block with a maker, a date taken, pixel dimensions 28 x 20 and ``orientation``)."""
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "Phone"
+    exif.get_ifd(0x8769).update({0x9003: "2024:05:01 10:00:00", 0xA002: 28, 0xA003: 20})
+    return icc, exif.tobytes()
+
+
+def _exif_fields(exif: bytes | None) -> tuple[object, ...]:
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags.load(exif or b"")
+    ifd = tags.get_ifd(0x8769)
+    return tags.get(0x0112), tags.get(0x010F), ifd.get(0x9003), ifd.get(0xA002), ifd.get(0xA003)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("o.png", np.uint8), ("o.jpg", np.uint8), ("o.webp", np.uint8), ("o.tiff", np.uint8), ("o.png", np.uint16)],
+)
+def test_icc_profile_and_exif_follow_the_pixels(tmp_path: Path, name: str, dtype: type) -> None:
+    from PIL import Image
+
+    icc, exif = _camera_tags(orientation=6)
+    Image.fromarray(pattern(0, 28, 20)).save(tmp_path / "photo.jpg", icc_profile=icc, exif=exif)
+    tags = read_photo_tags(tmp_path / "photo.jpg")
+    assert tags.icc_profile == icc
+    assert _exif_fields(tags.exif) == (1, "Phone", "2024:05:01 10:00:00", 28, 20)  # read_image turns the pixels
+    write_image(tmp_path / name, np.zeros((56, 40, 3), dtype), tags=tags)
+    back = read_photo_tags(tmp_path / name)
+    assert back.icc_profile == icc
+    assert _exif_fields(back.exif) == (1, "Phone", "2024:05:01 10:00:00", 40, 56)
+    assert read_image(tmp_path / name).dtype == dtype
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("o.bmp", np.uint8), ("o.tiff", np.uint16)])
+def test_formats_without_room_for_the_tags_say_so(tmp_path: Path, name: str, dtype: type) -> None:
+    from elan_video.video import PhotoTags
+
+    icc, exif = _camera_tags()
+    heard: list[str] = []
+    write_image(tmp_path / name, np.zeros((8, 8, 3), dtype), tags=PhotoTags(icc, exif), warn=heard.append)
+    assert len(heard) == 1 and "ICC profile and EXIF" in heard[0]
+    assert read_photo_tags(tmp_path / name).icc_profile is None
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff"])
