@@ -103,8 +103,8 @@ def _default_warn(message: str) -> None:
 
 def _fraction(value: object) -> Fraction | None:
     """AVRational/Fraction/None -> Fraction or None (PyAV's rationals are not ``Fraction``)."""
-    if value is None:
-        return None
+    if value is None or not value.denominator:  # type: ignore[attr-defined]
+        return None  # FFmpeg's 0/0 means unknown
     frac = Fraction(value.numerator, value.denominator)  # type: ignore[attr-defined]
     return frac if frac > 0 else None
 
@@ -210,6 +210,7 @@ class VideoInfo:
     others: tuple[StreamInfo, ...] = field(default_factory=tuple)
     sample_aspect_ratio: Fraction | None = None
     display_matrix: tuple[int, ...] | None = None
+    stream_index: int = 0  # the video stream's index among all the file's streams
 
 
 def check_source(path: str | Path) -> Path:
@@ -244,10 +245,23 @@ def _format_facts(pix_fmt: str) -> tuple[int, str]:
     return bits, {(32, 32): "420", (32, 64): "422", (64, 32): "440"}.get((cw, ch), "444")
 
 
+def _is_cover(stream: av.stream.Stream) -> bool:
+    """Whether the stream is an attached picture (cover art): a video stream of one untimed packet."""
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _main_video(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    """The first video stream that is a moving picture: cover art (an attached picture) is not the video."""
+    videos = list(container.streams.video)
+    moving = [s for s in videos if not _is_cover(s)]
+    if not moving:
+        only = " (only a cover picture)" if videos else ""
+        raise InputError(f"{path}: has no video stream{only}")
+    return moving[0]
+
+
 def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
-    if not container.streams.video:
-        raise InputError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
+    stream = _main_video(container, path)
     cc = stream.codec_context
     if not cc.width or not cc.height or cc.format is None:
         raise InputError(f"{path}: video stream has no decodable picture size or pixel format")
@@ -301,6 +315,7 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         others=others,
         sample_aspect_ratio=_sample_aspect_ratio(stream),
         display_matrix=_display_matrix(stream),
+        stream_index=stream.index,
     )
 
 
@@ -384,7 +399,7 @@ class VideoReader:
         except BaseException:
             self.container.close()
             raise
-        self.stream = self.container.streams.video[0]
+        self.stream = self.container.streams[self.info.stream_index]
         self.stream.thread_type = "AUTO"
         self.decode_errors = 0
         self.frames_decoded = 0
@@ -449,6 +464,9 @@ class VideoReader:
                     self.decode_errors += 1
                     break
                 if packet.stream.index != self.stream.index:
+                    if _is_cover(packet.stream):
+                        yield packet  # a cover picture has no time: it belongs to the whole file
+                        continue
                     if packet.dts is None and packet.pts is None:
                         continue
                     t = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
@@ -886,10 +904,13 @@ class VideoWriter:
             if s.index == video_index or int(s.discard) >= _AVDISCARD_ALL:
                 continue
             name = s.codec_context.name if s.codec_context is not None else "unknown"
-            label = f"{s.type} stream #{s.index} ({name})"
-            if s.type in ("audio", "subtitle") and name in supported:
+            cover = _is_cover(s)
+            label = f"{'cover picture' if cover else s.type} stream #{s.index} ({name})"
+            if (s.type in ("audio", "subtitle") or cover) and name in supported:
                 out = self.container.add_stream_from_template(s)
                 out.metadata.update(dict(s.metadata))
+                if cover:
+                    out.disposition = av.stream.Disposition.attached_pic
                 self._copies[s.index] = out
                 self.copied.append(s.index)
             elif s.type == "audio" and _AUDIO_FALLBACK.get(suffix) in supported:
@@ -933,7 +954,7 @@ class VideoWriter:
         index = packet.stream.index
         out = self._copies.get(index)
         if out is not None:
-            if packet.dts is None and packet.pts is None:
+            if packet.dts is None and packet.pts is None and not _is_cover(packet.stream):
                 return
             packet.stream = out
             self.container.mux(packet)

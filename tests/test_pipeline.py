@@ -235,6 +235,48 @@ def test_global_tags_and_chapters_are_copied(tmp_path: Path, up2: Upscaler) -> N
         assert marks == [(0.0, "arrival"), (0.2, "beach")]
 
 
+def _cover_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(png, format="PNG")
+    return png.getvalue()
+
+
+def test_cover_art_is_copied_not_taken_for_the_video(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "with_cover.mp4"
+    make_clip(src, frames=4, cover=_cover_png())
+    summary = upscale_video(src, tmp_path / "out.mp4", model=up2)
+    assert (summary.frames, summary.output_size, summary.streams_copied) == (4, (64, 64), 1)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        art = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+        assert len(art) == 1 and c.streams.video[0].codec_context.name == "h264"
+        assert [bytes(p) for p in c.demux(art[0]) if p.size] == [_cover_png()]
+    with pytest.warns(VideoWarning, match=r"cover picture stream #1 \(png\) cannot be stored in .webm; dropped"):
+        upscale_video(src, tmp_path / "out.webm", model=up2)
+
+
+def test_a_file_whose_only_picture_is_its_cover_is_refused(tmp_path: Path, up2: Upscaler) -> None:
+    song = tmp_path / "song.mp4"
+    with av.open(str(song), mode="w") as out:
+        art = out.add_stream("png")
+        art.width, art.height, art.pix_fmt = 16, 16, "rgb24"
+        art.disposition = av.stream.Disposition.attached_pic
+        audio = out.add_stream("aac", rate=48000)
+        packet = av.Packet(_cover_png())
+        packet.stream, packet.pts, packet.dts = art, 0, 0
+        out.mux(packet)
+        silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        silence.sample_rate, silence.pts = 48000, 0
+        out.mux(audio.encode(silence))
+        out.mux(audio.encode(None))
+    with pytest.raises(InputError, match=r"has no video stream \(only a cover picture\)"):
+        upscale_video(song, tmp_path / "out.mp4", model=up2)
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})

@@ -60,6 +60,7 @@ def make_clip(
     display_matrix: Sequence[int] | None = None,
     tags: dict[str, str] | None = None,
     chapters: Sequence[tuple[float, float, str]] | None = None,
+    cover: bytes | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
@@ -67,7 +68,7 @@ def make_clip(
     tag and convert the YUV; ``audio_from`` copies that file's first audio stream packet for packet;
     ``subtitles`` (an .srt) adds a subtitle stream the same way; ``sar`` and ``display_matrix`` (FFmpeg's nine
     integers) tag the picture's geometry; ``tags`` are global metadata and ``chapters`` (start s, end s, title)
-    the file's chapters.
+    the file's chapters; ``cover`` (PNG bytes) adds them as an attached picture, the way cover art is stored.
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -109,6 +110,13 @@ def make_clip(
             ins = next(s for s in container.streams if s.type == kind)
             extra.append((container, ins, out.add_stream_from_template(ins)))
             extra[-1][2].metadata["language"] = "fra"
+        if cover is not None:
+            art = out.add_stream("png")
+            art.width, art.height, art.pix_fmt = 16, 16, "rgb24"
+            art.disposition = av.stream.Disposition.attached_pic
+            packet = av.Packet(cover)
+            packet.stream, packet.pts, packet.dts = art, 0, 0
+            out.mux(packet)
         for p, picture in zip(pts, pictures, strict=True):
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             sws = {1: 1, 5: 5, 6: 5, 9: 9}.get(matrix or 6, 5)
