@@ -91,6 +91,11 @@ def main() -> None:
 @click.option("--pix-fmt", default=None, help="Encoder pixel format (default keeps the source's chroma and depth).")
 @click.option("--crf", type=int, default=None, help="Constant-quality value for x264/x265/VP9/AV1.")
 @click.option("--preset", default=None, help="Encoder speed preset (x264/x265/SVT-AV1).")
+@click.option(
+    "--deinterlace/--no-deinterlace",
+    default=None,
+    help="Deinterlace (FFmpeg bwdif, one frame per frame) before upscaling [default: when the source is interlaced].",
+)
 @click.option("--overwrite", "-y", is_flag=True, help="Replace DESTINATION if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
 @_fails_cleanly

@@ -284,6 +284,7 @@ def upscale_video(
     overwrite: bool = False,
     start: float | None = None,
     end: float | None = None,
+    deinterlace: bool | None = None,
     progress: ProgressCallback | None = None,
     queue_size: int = 8,
     cpu_threads: int | None = None,
@@ -299,6 +300,8 @@ def upscale_video(
     codec/pix_fmt/crf/preset: encoder settings (defaults per container: H.264 for .mp4/.mkv/.mov, HEVC for
     > 8-bit sources, VP9 for .webm); ``codec="ffv1", pix_fmt="gbrp"`` is lossless RGB. overwrite: replace an
     existing ``dst``. start/end: seconds, process only that time range of the source (timestamps are kept).
+    deinterlace: run FFmpeg's bwdif on interlaced frames before upscaling, one output frame per input frame
+    (None: when the source says it is interlaced; ELAN on woven fields would enlarge the combing).
     progress: called after each frame with (frames written, estimated total or None). queue_size: frames
     buffered between stages. cpu_threads: PyTorch threads for CPU inference while the job runs (default: all
     cores on machines with fewer than 4, else all but one, left to decoding and encoding; the caller's setting
@@ -353,8 +356,14 @@ def upscale_video(
             warnings=tuple(messages),
         )
 
-    with VideoReader(src_path, start=start, end=end, warn=warn) as reader:
+    with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=warn) as reader:
         info = reader.info
+        if info.interlaced:
+            warn(
+                f"{src_path}: interlaced; deinterlaced with FFmpeg's bwdif before upscaling (one frame per frame)"
+                if reader.deinterlacing
+                else f"{src_path}: interlaced; upscaled without deinterlacing, which enlarges the combing"
+            )
         plan = plan_encoder(dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset)
         up = _make_upscaler(model, scale=scale, **model_options)
         if plan.pad != (0, 0):

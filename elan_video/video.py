@@ -80,6 +80,8 @@ _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", 
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
 _IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
 _AVDISCARD_ALL = 48
+# AVFieldOrder values of interlaced streams (TT, BB, TB, BT); 0 is unknown, 1 progressive.
+_INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
 # Global tags each muxer writes for itself: the source's would misdescribe the output.
 _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
@@ -211,6 +213,7 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None = None
     display_matrix: tuple[int, ...] | None = None
     stream_index: int = 0  # the video stream's index among all the file's streams
+    interlaced: bool = False  # FFmpeg's field order names a field order (not progressive or unknown)
 
 
 def check_source(path: str | Path) -> Path:
@@ -316,6 +319,7 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         sample_aspect_ratio=_sample_aspect_ratio(stream),
         display_matrix=_display_matrix(stream),
         stream_index=stream.index,
+        interlaced=int(cc.field_order) in _INTERLACED_FIELD_ORDERS,
     )
 
 
@@ -369,13 +373,15 @@ class DecodedFrame:
 
 
 class VideoReader:
-    """Decode a file's first video stream to RGB arrays with FFmpeg's frame/slice threads (``thread_type AUTO``).
+    """Decode a file's video stream (the first that is not cover art) to RGB arrays with FFmpeg's frame/slice
+    threads (``thread_type AUTO``).
 
     ``items()`` yields :class:`DecodedFrame` for the video and raw ``av.Packet`` for the streams named in
     ``passthrough`` (indices), in demux order, so one consumer can re-mux them. ``start``/``end`` (seconds)
     restrict the output to a time range of the source: the reader seeks to the keyframe before ``start``.
-    Damaged data is skipped, not fatal: ``decode_errors`` counts packets the decoder refused.
-    Use as a context manager.
+    ``deinterlace`` runs FFmpeg's bwdif on the frames flagged interlaced (one frame out per frame in, same
+    timestamps); None does so when the stream says it is interlaced. Damaged data is skipped, not fatal:
+    ``decode_errors`` counts packets the decoder refused. Use as a context manager.
     """
 
     def __init__(
@@ -384,6 +390,7 @@ class VideoReader:
         *,
         start: float | None = None,
         end: float | None = None,
+        deinterlace: bool | None = False,
         warn: WarnCallback | None = None,
     ) -> None:
         if start is not None and start < 0:
@@ -406,6 +413,8 @@ class VideoReader:
         self.retimed = 0
         self._rgb_format = "rgb24" if self.info.bit_depth <= 8 else "rgb48le"
         self._size_changed = False
+        self.deinterlacing = self.info.interlaced if deinterlace is None else deinterlace
+        self._deinterlacer = _Deinterlacer() if self.deinterlacing else None
 
     def __enter__(self) -> VideoReader:
         return self
@@ -478,6 +487,9 @@ class VideoReader:
                 except av.error.FFmpegError:
                     self.decode_errors += 1
                     continue
+                if self._deinterlacer is not None:
+                    # The decoder's flush packet (size 0) ends the stream: bwdif then gives back its last frame.
+                    frames = self._deinterlacer.filter(frames, final=packet.size == 0)
                 for frame in frames:
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
@@ -499,6 +511,62 @@ class VideoReader:
                     index += 1
         except av.error.FFmpegError:
             self.decode_errors += 1
+
+
+class _Deinterlacer:
+    """FFmpeg's bwdif filter over decoded frames: ``send_frame`` mode (one output frame per input frame, the
+    input's timestamps), touching only frames flagged interlaced. The graph is rebuilt when the frame size or
+    format changes mid-stream."""
+
+    def __init__(self) -> None:
+        self._graph: av.filter.Graph | None = None
+        self._key: tuple[object, ...] | None = None
+
+    def filter(self, frames: list[av.VideoFrame], *, final: bool = False) -> list[av.VideoFrame]:
+        out: list[av.VideoFrame] = []
+        for frame in frames:
+            key = (frame.width, frame.height, frame.format.name, frame.time_base)
+            if key != self._key:
+                out += self._flush()
+                self._graph, self._key = self._build(frame), key
+            assert self._graph is not None
+            self._graph.vpush(frame)
+            out += self._drain()
+        if final:
+            out += self._flush()
+        return out
+
+    @staticmethod
+    def _build(frame: av.VideoFrame) -> av.filter.Graph:
+        import av.filter
+
+        graph = av.filter.Graph()
+        source = graph.add_buffer(
+            width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+        )
+        bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = graph.add("buffersink")
+        source.link_to(bwdif)
+        bwdif.link_to(sink)
+        graph.configure()
+        return graph
+
+    def _drain(self) -> list[av.VideoFrame]:
+        out: list[av.VideoFrame] = []
+        while self._graph is not None:
+            try:
+                out.append(self._graph.vpull())
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+        return out
+
+    def _flush(self) -> list[av.VideoFrame]:
+        if self._graph is None:
+            return []
+        self._graph.vpush(None)
+        out = self._drain()
+        self._graph, self._key = None, None
+        return out
 
 
 def read_frames(path: str | Path, *, start: float | None = None, end: float | None = None) -> Iterator[DecodedFrame]:

@@ -14,12 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, shared_path
-from video_clips import make_audio_only, make_clip, tiny_checkpoint, video_frames
+from video_clips import make_audio_only, make_clip, make_interlaced_clip, tiny_checkpoint, video_frames
 
+from elan_video.checkpoint import load_model
 from elan_video.cli import main
+from elan_video.upscaler import psnr, upscale_image
+from elan_video.video import VideoReader
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
 # The installed script where there is one (CI's venv); from a source tree, the same CLI as a module.
@@ -73,6 +77,25 @@ def test_encoder_options_reach_the_encoder(tmp_path: Path, clip: Path) -> None:
         assert c.streams.video[0].codec_context.name == "ffv1"
     code, _, err = run(clip, tmp_path / "o.mp4", *fast(tmp_path), "--crf", "30", "--preset", "ultrafast", "-q")
     assert code == 0, err
+
+
+def test_interlaced_source_is_deinterlaced_unless_asked_not_to(tmp_path: Path) -> None:
+    src = tmp_path / "interlaced.mkv"
+    make_interlaced_clip(src)
+    code, _, err = run(src, tmp_path / "out.mkv", "--codec", "ffv1", "--pix-fmt", "gbrp", *fast(tmp_path))
+    assert code == 0 and "deinterlaced with FFmpeg's bwdif" in err
+    code, _, err = run(
+        src, tmp_path / "kept.mkv", "--no-deinterlace", "--codec", "ffv1", "--pix-fmt", "gbrp", *fast(tmp_path)
+    )
+    assert code == 0 and "without deinterlacing" in err
+    model = load_model(tiny_checkpoint(tmp_path))
+    for name, deinterlace in (("out.mkv", True), ("kept.mkv", False)):
+        with VideoReader(src, deinterlace=deinterlace) as reader:
+            sources = [f.image for f in reader.items() if not isinstance(f, av.Packet)]
+        written = [f for _, f in video_frames(tmp_path / name)]
+        assert len(written) == len(sources) == 6
+        for got, source in zip(written, sources, strict=True):
+            assert psnr(got, upscale_image(model, source, device="cpu", precision="fp32")) >= 50
 
 
 def test_still_image_in_image_out(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 from conftest import shared_path
-from video_clips import make_clip, pattern, video_frames
+from video_clips import combing, make_clip, make_interlaced_clip, pattern, video_frames
 
 from elan_video.errors import InputError, OptionError
 from elan_video.upscaler import psnr
@@ -320,6 +320,33 @@ def test_formats_without_room_for_the_tags_say_so(tmp_path: Path, name: str, dty
     write_image(tmp_path / name, np.zeros((8, 8, 3), dtype), tags=PhotoTags(icc, exif), warn=heard.append)
     assert len(heard) == 1 and "ICC profile and EXIF" in heard[0]
     assert read_photo_tags(tmp_path / name).icc_profile is None
+
+
+def test_deinterlacing_removes_the_combing_and_keeps_every_timestamp(tmp_path: Path) -> None:
+    src = tmp_path / "interlaced.mkv"
+    woven = make_interlaced_clip(src)
+    assert min(combing(p) for p in woven) > 15  # the fields of a moving picture, woven
+    assert probe(src).interlaced
+    decoded = {}
+    for mode in (False, None):  # as coded, then as the pipeline's default (the stream says interlaced)
+        with VideoReader(src, deinterlace=mode) as reader:
+            assert reader.deinterlacing is (mode is None)
+            decoded[mode] = [f for f in reader.items() if not isinstance(f, av.Packet)]
+    assert [f.pts for f in decoded[None]] == [f.pts for f in decoded[False]] and len(decoded[None]) == len(woven)
+    assert min(combing(f.image) for f in decoded[False]) > 10
+    assert max(combing(f.image) for f in decoded[None]) < 4  # a progressive picture's level here: ~2.5
+
+
+def test_deinterlacing_leaves_progressive_frames_alone(tmp_path: Path) -> None:
+    src = tmp_path / "progressive.mkv"
+    make_clip(src, frames=4, size=(64, 64))
+    assert not probe(src).interlaced
+    with VideoReader(src, deinterlace=True) as forced:
+        got = [f.image for f in forced.items() if not isinstance(f, av.Packet)]
+    want = [f.image for f in read_frames(src)]
+    assert len(got) == len(want) == 4
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff"])
