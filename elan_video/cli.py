@@ -91,6 +91,8 @@ def main() -> None:
 @click.option("--pix-fmt", default=None, help="Encoder pixel format (default keeps the source's chroma and depth).")
 @click.option("--crf", type=int, default=None, help="Constant-quality value for x264/x265/VP9/AV1.")
 @click.option("--preset", default=None, help="Encoder speed preset (x264/x265/SVT-AV1).")
+@click.option("--start", type=click.FloatRange(min=0), default=None, help="Seconds: begin at this time of SOURCE.")
+@click.option("--end", type=click.FloatRange(min=0), default=None, help="Seconds: stop before this time of SOURCE.")
 @click.option(
     "--deinterlace/--no-deinterlace",
     default=None,

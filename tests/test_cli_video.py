@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -96,6 +97,18 @@ def test_interlaced_source_is_deinterlaced_unless_asked_not_to(tmp_path: Path) -
         assert len(written) == len(sources) == 6
         for got, source in zip(written, sources, strict=True):
             assert psnr(got, upscale_image(model, source, device="cpu", precision="fp32")) >= 50
+
+
+def test_a_time_range_upscales_only_that_part(tmp_path: Path) -> None:
+    src = tmp_path / "ten.mp4"
+    make_clip(src, frames=10, rate=Fraction(10))
+    code, _, err = run(src, tmp_path / "part.mp4", "--start", "0.2", "--end", "0.5", *fast(tmp_path))
+    assert code == 0, err
+    assert [t for t, _ in video_frames(tmp_path / "part.mp4")] == pytest.approx([0.2, 0.3, 0.4])
+    code, _, err = run(src, tmp_path / "none.mp4", "--start", "0.5", "--end", "0.2", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "end must be after start")
+    assert not (tmp_path / "none.mp4").exists()
 
 
 def test_still_image_in_image_out(tmp_path: Path) -> None:
