@@ -366,6 +366,11 @@ def upscale_video(
             )
         plan = plan_encoder(dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset)
         up = _make_upscaler(model, scale=scale, **model_options)
+        if (info.mastering_display or info.content_light) and plan.codec != "libx265":
+            warn(
+                f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
+                "(only libx265 does here); the output keeps the PQ/HLG colour tags without it"
+            )
         if plan.pad != (0, 0):
             warn(
                 f"{plan.codec} needs an even frame size: {plan.width - plan.pad[0]}x{plan.height - plan.pad[1]} "

@@ -80,6 +80,8 @@ _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", 
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
 _IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
 _AVDISCARD_ALL = 48
+# AVColorTransferCharacteristic of HDR video: SMPTE ST 2084 (PQ, HDR10) and ARIB STD-B67 (HLG).
+_HDR_TRANSFERS = (16, 18)
 # AVFieldOrder values of interlaced streams (TT, BB, TB, BT); 0 is unknown, 1 progressive.
 _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
 # Global tags each muxer writes for itself: the source's would misdescribe the output.
@@ -214,6 +216,10 @@ class VideoInfo:
     display_matrix: tuple[int, ...] | None = None
     stream_index: int = 0  # the video stream's index among all the file's streams
     interlaced: bool = False  # FFmpeg's field order names a field order (not progressive or unknown)
+    # HDR static metadata of PQ/HLG sources, as FFmpeg's structs: AVMasteringDisplayMetadata (SMPTE ST 2086)
+    # and AVContentLightMetadata (MaxCLL, MaxFALL); None where absent.
+    mastering_display: bytes | None = None
+    content_light: bytes | None = None
 
 
 def check_source(path: str | Path) -> Path:
@@ -289,6 +295,9 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         height=cc.height,
         pix_fmt=pix_fmt,
     )
+    mastering_display, content_light = (
+        _hdr_metadata(path, stream.index) if int(cc.color_trc) in _HDR_TRANSFERS else (None, None)
+    )
     others = tuple(
         StreamInfo(
             index=s.index,
@@ -320,7 +329,22 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         display_matrix=_display_matrix(stream),
         stream_index=stream.index,
         interlaced=int(cc.field_order) in _INTERLACED_FIELD_ORDERS,
+        mastering_display=mastering_display,
+        content_light=content_light,
     )
+
+
+def _hdr_metadata(path: Path, index: int) -> tuple[bytes | None, bytes | None]:
+    """(mastering display, content light level) side data of the stream's first frame. FFmpeg attaches them to
+    frames whether they come from the bitstream's SEI or the container, so one frame is decoded, through a
+    second handle to leave the caller's demuxer where it is."""
+    from av.sidedata.sidedata import Type
+
+    with contextlib.suppress(av.error.FFmpegError, OSError, StopIteration), av.open(str(path)) as container:
+        frame = next(container.decode(container.streams[index]))
+        found = {kind: bytes(data) for kind, data in frame.side_data.items()}
+        return found.get(Type.MASTERING_DISPLAY_METADATA), found.get(Type.CONTENT_LIGHT_LEVEL)
+    return None, None
 
 
 def _estimate_frames(path: Path, index: int, rate: Fraction | None) -> int | None:
@@ -845,7 +869,7 @@ def plan_encoder(
     if enc.name in ("libvpx-vp9", "libvpx"):
         options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
     if enc.name == "libx265":
-        options["x265-params"] = "log-level=error"
+        options["x265-params"] = ":".join(["log-level=error", *_x265_hdr_params(info)])
     if preset is not None:
         if enc.name not in _PRESET_CODECS:
             raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
@@ -877,6 +901,27 @@ def plan_encoder(
         sample_aspect_ratio=info.sample_aspect_ratio,
         display_matrix=_scaled_matrix(info.display_matrix, scale),
     )
+
+
+def _x265_hdr_params(info: VideoInfo) -> list[str]:
+    """x265's master-display/max-cll parameters for the source's HDR static metadata (FFmpeg's libx265 wrapper
+    takes them only from side data PyAV cannot set). Units: chromaticity in 1/50000, luminance in 1/10000 cd/m2."""
+    params = []
+    if info.mastering_display is not None and len(info.mastering_display) >= 88:
+        # Ten AVRationals (R, G, B and white point as x, y; then min and max luminance), then two int flags.
+        values = struct.unpack("=22i", info.mastering_display[:88])
+        rationals = [Fraction(n, d) if d else Fraction(0) for n, d in zip(values[:20:2], values[1:20:2], strict=True)]
+        (rx, ry, gx, gy, bx, by, wx, wy, lo, hi), (has_primaries, has_luminance) = rationals, values[20:22]
+        if has_primaries and has_luminance:
+            xy = [round(v * 50000) for v in (gx, gy, bx, by, rx, ry, wx, wy)]
+            params.append(
+                "master-display=G({},{})B({},{})R({},{})WP({},{})".format(*xy)
+                + f"L({round(hi * 10000)},{round(lo * 10000)})"
+            )
+    if info.content_light is not None and len(info.content_light) >= 8:
+        max_cll, max_fall = struct.unpack("=2I", info.content_light[:8])
+        params.append(f"max-cll={max_cll},{max_fall}")
+    return params
 
 
 def _scaled_matrix(matrix: tuple[int, ...] | None, scale: int) -> tuple[int, ...] | None:

@@ -277,6 +277,16 @@ def test_a_file_whose_only_picture_is_its_cover_is_refused(tmp_path: Path, up2: 
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_hdr10_metadata_an_encoder_cannot_take_is_reported(tmp_path: Path, up2: Upscaler) -> None:
+    from test_video import make_hdr10_clip
+
+    src = tmp_path / "hdr10.mkv"
+    make_hdr10_clip(src)
+    with pytest.warns(VideoWarning, match="libvpx-vp9 does not take the source's HDR10 mastering display"):
+        upscale_video(src, tmp_path / "out.webm", model=up2)
+    assert probe(tmp_path / "out.webm").colour.trc == 16
+
+
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})

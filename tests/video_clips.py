@@ -82,6 +82,8 @@ def make_clip(
     tags: dict[str, str] | None = None,
     chapters: Sequence[tuple[float, float, str]] | None = None,
     cover: bytes | None = None,
+    transfer: int | None = None,
+    primaries: int | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
@@ -89,7 +91,8 @@ def make_clip(
     tag and convert the YUV; ``audio_from`` copies that file's first audio stream packet for packet;
     ``subtitles`` (an .srt) adds a subtitle stream the same way; ``sar`` and ``display_matrix`` (FFmpeg's nine
     integers) tag the picture's geometry; ``tags`` are global metadata and ``chapters`` (start s, end s, title)
-    the file's chapters; ``cover`` (PNG bytes) adds them as an attached picture, the way cover art is stored.
+    the file's chapters; ``cover`` (PNG bytes) adds them as an attached picture, the way cover art is stored;
+    ``transfer`` and ``primaries`` (AVColorTransferCharacteristic / AVColorPrimaries) tag the colour further.
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -116,6 +119,10 @@ def make_clip(
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         range_ = 2 if full_range else 1
+        if transfer is not None:
+            stream.codec_context.color_trc = transfer
+        if primaries is not None:
+            stream.codec_context.color_primaries = primaries
         if sar is not None:
             stream.codec_context.sample_aspect_ratio = sar
         if display_matrix is not None:
