@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,8 +84,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("source", type=click.Path(dir_okay=False, path_type=str))
-@click.argument("destination", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("source", type=click.Path(path_type=str))
+@click.argument("destination", type=click.Path(path_type=str))
 @click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
 @model_options
 @click.option("--codec", default=None, help="Video encoder (default per container: libx264, libx265, libvpx-vp9...).")
@@ -102,7 +103,10 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
 @_fails_cleanly
 def upscale(source: str, destination: str, scale: int, quiet: bool, **options: Any) -> None:
-    """Upscale SOURCE (video or image) into DESTINATION."""
+    """Upscale SOURCE (video or image) into DESTINATION.
+
+    A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
+    """
     import warnings
 
     from .pipeline import upscale_video
@@ -115,15 +119,18 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr)
+            unit = "image" if Path(source).is_dir() else "frame"
+            bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr)
         bar.update(done - bar.n)
 
-    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        line = f"elan-video: warning: {message}"
+    def say(line: str) -> None:
         if bar is not None:
             bar.write(line, file=sys.stderr)
         else:
             click.echo(line, err=True)
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        say(f"elan-video: warning: {message}")
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # same clean-up as Ctrl-C: the temporary output is removed
@@ -137,16 +144,76 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
         warnings.simplefilter("always", VideoWarning)
         warnings.showwarning = show
         try:
-            summary = upscale_video(source, destination, scale=scale, progress=None if quiet else progress, **options)
+            if Path(source).is_dir():
+                done, failed = _upscale_folder(
+                    Path(source),
+                    Path(destination),
+                    scale=scale,
+                    progress=None if quiet else progress,
+                    say=say,
+                    **options,
+                )
+            else:
+                summary = upscale_video(
+                    source, destination, scale=scale, progress=None if quiet else progress, **options
+                )
         finally:
             if bar is not None:
                 bar.close()
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
+    if Path(source).is_dir():
+        if not quiet:
+            failures = f", {failed} failed" if failed else ""
+            click.echo(f"{destination}: {done} images upscaled x{scale}{failures}", err=True)
+        if failed:
+            sys.exit(1)
+        return
     if not quiet:
         w, h = summary.output_size
         what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}" if summary.codec else "image"
         click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s ({summary.fps:.2f} fps)", err=True)
+
+
+def _upscale_folder(
+    source: Path,
+    destination: Path,
+    *,
+    scale: int,
+    progress: Callable[[int, int], None] | None,
+    say: Callable[[str], None],
+    **options: Any,
+) -> tuple[int, int]:
+    """Upscale every image file directly in ``source`` into ``destination`` under the same names, with one
+    model for all. A file that fails is reported on one line (through ``say``) and the rest go on. Returns
+    (done, failed)."""
+    from .errors import InputError
+    from .pipeline import upscale_video
+    from .upscaler import Upscaler
+    from .video import IMAGE_SUFFIXES, OutputError, is_image_path
+
+    images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
+    if not images:
+        raise InputError(f"{source}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+    if destination.exists() and not destination.is_dir():
+        raise OutputError(f"{destination}: is a file; give a folder for the images of the folder {source}")
+    if destination.exists() and destination.resolve() == source.resolve():
+        raise OutputError(f"{destination}: is the input folder; choose another output folder")
+    try:
+        destination.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
+    upscaler = Upscaler(options.pop("model"), scale=scale, **{k: options.pop(k) for k in _MODEL_OPTIONS[1:]})
+    failed = 0
+    for done, image in enumerate(images, start=1):
+        try:
+            upscale_video(image, destination / image.name, scale=scale, model=upscaler, overwrite=options["overwrite"])
+        except ElanVideoError as exc:
+            say(f"elan-video: error: {exc}")
+            failed += 1
+        if progress is not None:
+            progress(done, len(images))
+    return len(images) - failed, failed
 
 
 def _size(text: str) -> tuple[int, int]:

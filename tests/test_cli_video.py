@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, shared_path
@@ -24,7 +25,7 @@ from video_clips import make_audio_only, make_clip, make_interlaced_clip, tiny_c
 from elan_video.checkpoint import load_model
 from elan_video.cli import main
 from elan_video.upscaler import psnr, upscale_image
-from elan_video.video import VideoReader
+from elan_video.video import VideoReader, read_image
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
 # The installed script where there is one (CI's venv); from a source tree, the same CLI as a module.
@@ -109,6 +110,54 @@ def test_a_time_range_upscales_only_that_part(tmp_path: Path) -> None:
     assert code == 1
     one_error_line(err, "end must be after start")
     assert not (tmp_path / "none.mp4").exists()
+
+
+def _photo_folder(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image, not touched\n")
+    return folder
+
+
+def test_a_folder_of_images_is_upscaled_into_a_folder(tmp_path: Path) -> None:
+    photos = _photo_folder(tmp_path / "photos")
+    (photos / "broken.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"  # created by the command
+    code, _, err = run(photos, out, *fast(tmp_path))
+    assert code == 1  # one file failed; the others were done
+    assert "broken.png" in err and "2 images upscaled x2, 1 failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
+    assert read_image(out / "a.png").shape == (40, 48, 3) and read_image(out / "b.jpg").shape == (32, 40, 3)
+    (photos / "broken.png").unlink()
+    code, _, err = run(photos, out, *fast(tmp_path))
+    assert code == 1 and err.count("already exists") == 2
+    code, _, err = run(photos, out, "-y", *fast(tmp_path))
+    assert code == 0 and "2 images upscaled x2" in err
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [("photos", "is the input folder"), ("file.png", "is a file"), ("missing/out", "cannot be created")],
+)
+def test_folder_mode_refuses_unusable_destinations(tmp_path: Path, destination: str, message: str) -> None:
+    photos = _photo_folder(tmp_path / "photos")
+    (tmp_path / "file.png").write_bytes(b"x")
+    code, _, err = run(photos, tmp_path / destination, *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, message)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg", "notes.txt"]
+
+
+def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(tmp_path / "empty", tmp_path / "out", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "a folder without images")
+    assert not (tmp_path / "out").exists()
 
 
 def test_still_image_in_image_out(tmp_path: Path) -> None:
