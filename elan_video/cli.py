@@ -203,7 +203,8 @@ def _upscale_folder(
         destination.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
-    upscaler = Upscaler(options.pop("model"), scale=scale, **{k: options.pop(k) for k in _MODEL_OPTIONS[1:]})
+    settings = {key: options.pop(key) for key in _MODEL_OPTIONS if key != "model"}
+    upscaler = Upscaler(options.pop("model"), scale=scale, **settings)
     failed = 0
     for done, image in enumerate(images, start=1):
         try:
