@@ -48,7 +48,7 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif")
 
 # FFmpeg's AVColorSpace / AVColorRange numbers (the values PyAV's ``colorspace`` and ``color_range`` carry).
 _SPC_RGB, _SPC_BT709, _SPC_UNSPECIFIED, _SPC_BT470BG, _SPC_SMPTE170M = 0, 1, 2, 5, 6
@@ -133,7 +133,7 @@ def _display_matrix(stream: av.video.stream.VideoStream) -> tuple[int, ...] | No
 
 
 def is_image_path(path: str | Path) -> bool:
-    """True when the file name has a still-image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp)."""
+    """True when the file name has a still-image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -705,8 +705,8 @@ def write_image(
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix.lstrip(".").upper())
-    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF") else {}
+    if fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF"):
         if tags.icc_profile:
             options["icc_profile"] = tags.icc_profile
         if exif and not (fmt == "JPEG" and len(exif) > _JPEG_APP1_MAX):
