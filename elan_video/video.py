@@ -88,6 +88,9 @@ _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
 _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
+# Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
+# mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
+_SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
 
 
 class VideoWarning(UserWarning):
@@ -252,6 +255,15 @@ def _format_facts(pix_fmt: str) -> tuple[int, str]:
         return bits, "rgb"
     cw, ch = fmt.chroma_width(64), fmt.chroma_height(64)
     return bits, {(32, 32): "420", (32, 64): "422", (64, 32): "440"}.get((cw, ch), "444")
+
+
+_MILLISECOND = Fraction(1, 1000)
+
+
+def _is_text_subtitle(stream: av.stream.Stream) -> bool:
+    """Whether a subtitle stream's codec carries text (SRT, ASS, WebVTT, mov_text), not bitmaps (DVD, PGS)."""
+    codec = stream.codec_context.codec if stream.codec_context is not None else None
+    return codec is not None and bool(codec.text_sub)
 
 
 def _is_cover(stream: av.stream.Stream) -> bool:
@@ -966,6 +978,7 @@ class VideoWriter:
             raise
         self._copies: dict[int, av.stream.Stream] = {}
         self._reencodes: dict[int, tuple[av.stream.Stream, av.stream.Stream, object]] = {}
+        self._subtitle_conversions: dict[int, tuple[av.stream.Stream, av.stream.Stream]] = {}
         self.copied: list[int] = []
         self.reencoded: list[int] = []
         self.dropped: list[int] = []
@@ -1039,10 +1052,21 @@ class VideoWriter:
                 self._reencodes[s.index] = (s, out, resampler)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {target}")
+            elif s.type == "subtitle" and _is_text_subtitle(s) and _SUBTITLE_FALLBACK.get(suffix) in supported:
+                target = _SUBTITLE_FALLBACK[suffix]
+                decoder = s.codec_context
+                decoder.open(strict=False)  # a text decoder states its ASS header, which the encoder needs, once open
+                out = self.container.add_stream(target)
+                out.codec_context.time_base = _MILLISECOND
+                out.codec_context.subtitle_header = decoder.subtitle_header
+                out.metadata.update(dict(s.metadata))
+                self._subtitle_conversions[s.index] = (s, out)
+                self.reencoded.append(s.index)
+                self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")
             else:
                 self.dropped.append(s.index)
                 self._warn(f"{label} cannot be stored in {suffix}; dropped")
-        return tuple(self._copies) + tuple(self._reencodes)
+        return tuple(self._copies) + tuple(self._reencodes) + tuple(self._subtitle_conversions)
 
     def write(self, image: np.ndarray, pts: int) -> None:
         """Encode one H x W x 3 RGB frame (``plan.rgb_format``) presented at ``pts`` (``plan.time_base`` units)."""
@@ -1072,6 +1096,10 @@ class VideoWriter:
             packet.stream = out
             self.container.mux(packet)
             return
+        conversion = self._subtitle_conversions.get(index)
+        if conversion is not None:
+            self._convert_subtitle(packet, *conversion)
+            return
         entry = self._reencodes.get(index)
         if entry is None:
             return
@@ -1084,6 +1112,24 @@ class VideoWriter:
             frame.pts = None  # the encoder numbers samples itself; the resampler keeps them gapless
             for converted in resampler.resample(frame):  # type: ignore[attr-defined]
                 self.container.mux(out.encode(converted))
+
+    def _convert_subtitle(self, packet: av.Packet, src: av.stream.Stream, out: av.stream.Stream) -> None:
+        """Decode one text subtitle packet and encode it in the output's text format, at the same times."""
+        if packet.pts is None or not packet.size:
+            return
+        try:
+            cues = src.codec_context.decode2(packet)
+        except av.error.FFmpegError:
+            return
+        if not cues:
+            return
+        start = packet.pts * Fraction(packet.time_base) + Fraction(cues.start_display_time, 1000)
+        encoded = out.codec_context.encode_subtitle(cues)
+        encoded.pts = encoded.dts = round(start / _MILLISECOND)
+        encoded.duration = max(0, cues.end_display_time - cues.start_display_time)
+        encoded.time_base = _MILLISECOND
+        encoded.stream = out
+        self.container.mux(encoded)
 
     def close(self) -> None:
         """Flush the encoders and finish the file (idempotent); warn if the file lost the source's geometry."""

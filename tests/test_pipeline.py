@@ -150,19 +150,44 @@ def test_real_clip_opus_audio_is_copied_into_matroska(tmp_path: Path, up2: Upsca
     assert packets(tmp_path / "o.mkv", "audio") == expected
 
 
-def test_subtitles_are_copied_or_dropped_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+def _cues(path: Path) -> list[tuple[float, float, str]]:
+    """(start s, duration s, text) of every cue of the first subtitle stream, whatever its text format."""
+    found = []
+    with av.open(str(path)) as c:
+        stream = c.streams.subtitles[0]
+        for packet in c.demux(stream):
+            cues = stream.codec_context.decode2(packet) if packet.size and packet.pts is not None else None
+            for rect in cues or []:
+                text = rect.ass.decode().split(",", 8)[-1]  # an ASS event: the text is its ninth field
+                found.append((float(packet.pts * packet.time_base), cues.end_display_time / 1000, text))
+    return found
+
+
+def test_subtitles_are_copied_converted_or_dropped_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
     srt = tmp_path / "subs.srt"
     srt.write_text(SRT)
     src = tmp_path / "subbed.mkv"
     make_clip(src, frames=25, subtitles=srt)
+    expected = [(0.0, 0.2, "first line"), (0.2, 0.3, "second line"), (0.6, 0.3, "third line")]
+    assert _cues(src) == expected
     summary = upscale_video(src, tmp_path / "keep.mkv", model=up2)
     assert summary.streams_copied == 1
     assert packets(tmp_path / "keep.mkv", "subtitle") == packets(src, "subtitle")
-    assert len(packets(src, "subtitle")) == 3
-    with pytest.warns(VideoWarning, match=r"subtitle stream #1 \((srt|subrip)\) cannot be stored in \.mp4; dropped"):
-        summary = upscale_video(src, tmp_path / "drop.mp4", model=up2)
+    # MP4 holds no SRT: the text is converted to mov_text, and back to ASS for Matroska, WebVTT for WebM.
+    with pytest.warns(VideoWarning, match=r"subtitle stream #1 \((srt|subrip)\) .* converted to mov_text"):
+        summary = upscale_video(src, tmp_path / "converted.mp4", model=up2)
+    assert summary.streams_reencoded == 1
+    assert _cues(tmp_path / "converted.mp4") == expected
+    with av.open(str(tmp_path / "converted.mp4")) as c:
+        assert c.streams.subtitles[0].metadata.get("language") == "fra"
+    for name, codec in (("back.mkv", "ass"), ("back.webm", "webvtt")):
+        with pytest.warns(VideoWarning, match=f"converted to {codec}"):
+            upscale_video(tmp_path / "converted.mp4", tmp_path / name, model=up2)
+        assert _cues(tmp_path / name) == expected
+    with pytest.warns(VideoWarning, match=r"subtitle stream #1 \((srt|subrip)\) cannot be stored in \.avi; dropped"):
+        summary = upscale_video(src, tmp_path / "drop.avi", model=up2)
     assert summary.streams_dropped == 1
-    with av.open(str(tmp_path / "drop.mp4")) as c:
+    with av.open(str(tmp_path / "drop.avi")) as c:
         assert [s.type for s in c.streams] == ["video"]
 
 
