@@ -31,6 +31,7 @@ from .arch import ELAN
 from .errors import InputError, OptionError
 from .upscaler import Upscaler
 from .video import (
+    ALPHA_SUFFIXES,
     DecodedFrame,
     OutputError,
     VideoReader,
@@ -39,6 +40,7 @@ from .video import (
     check_source,
     is_image_path,
     plan_encoder,
+    read_alpha,
     read_image,
     read_photo_tags,
     write_image,
@@ -257,6 +259,12 @@ def _temporary_output(dst: Path) -> Iterator[Path]:
         raise OutputError(f"{dst}: cannot be written ({exc.strerror or exc})") from None
 
 
+def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
+    """An H x W alpha channel upscaled by the network as a gray picture (sharper edges than an interpolation)."""
+    gray = up(np.repeat(alpha[..., None], 3, axis=2))
+    return np.rint(gray.mean(axis=2, dtype=np.float64)).astype(alpha.dtype)
+
+
 def _make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
     if isinstance(model, Upscaler):
         if model.scale != scale:
@@ -338,6 +346,11 @@ def upscale_video(
         image = read_image(src_path)
         up = _make_upscaler(model, scale=scale, **model_options)
         result = up(image)
+        alpha = read_alpha(src_path)
+        if alpha is not None and dst_path.suffix.lower() in ALPHA_SUFFIXES:
+            result = np.dstack([result, _upscale_alpha(up, alpha)])
+        elif alpha is not None:
+            warn(f"{dst_path.name}: {dst_path.suffix} has no alpha channel; the transparency of {src_path} is dropped")
         with _temporary_output(dst_path) as tmp:
             write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
         if progress is not None:

@@ -28,6 +28,7 @@ import numpy as np
 from .errors import ElanVideoError, InputError, OptionError
 
 __all__ = [
+    "ALPHA_SUFFIXES",
     "IMAGE_SUFFIXES",
     "ColourTags",
     "DecodedFrame",
@@ -43,12 +44,15 @@ __all__ = [
     "plan_encoder",
     "probe",
     "read_frames",
+    "read_alpha",
     "read_image",
     "read_photo_tags",
     "write_image",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif")
+# Still-image formats with an alpha channel.
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif")
 
 # FFmpeg's AVColorSpace / AVColorRange numbers (the values PyAV's ``colorspace`` and ``color_range`` carry).
 _SPC_RGB, _SPC_BT709, _SPC_UNSPECIFIED, _SPC_BT470BG, _SPC_SMPTE170M = 0, 1, 2, 5, 6
@@ -629,6 +633,36 @@ def read_image(path: str | Path) -> np.ndarray:
     raise InputError(f"{path}: no picture could be decoded")
 
 
+def read_alpha(path: str | Path) -> np.ndarray | None:
+    """The alpha channel of a still image as H x W (uint8, or uint16 over 0..65535 where :func:`read_image`
+    gives uint16), turned upright like it; None when the image has none or is fully opaque."""
+    p = check_source(path)
+    with _open_input(p) as container:
+        cc = _main_video(container, p).codec_context
+        fmt = cc.format
+        if fmt is None or not (fmt.has_palette or any(c.is_alpha for c in fmt.components)):
+            return None
+        deep = _format_facts(fmt.name)[0] > 8
+        try:
+            frame = next(container.decode(video=0))
+        except (av.error.FFmpegError, StopIteration):
+            return None
+        alpha = _alpha_plane(frame, deep=deep)
+    if (alpha == (65535 if deep else 255)).all():
+        return None
+    return _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
+
+
+def _alpha_plane(frame: av.VideoFrame, *, deep: bool) -> np.ndarray:
+    """The frame's alpha as H x W uint8 (uint16 when ``deep``), through planar GBRA: swscale's packed RGBA
+    output from YUVA loses the alpha of the last columns at some widths (seen at 20 pixels with WebP)."""
+    planar = frame.reformat(format="gbrap16le" if deep else "gbrap")
+    dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
+    plane = planar.planes[3]
+    rows = np.frombuffer(plane, dtype=dtype).reshape(planar.height, plane.line_size // dtype.itemsize)
+    return rows[:, : planar.width].astype(dtype.newbyteorder("="), copy=True)
+
+
 @dataclass(frozen=True)
 class PhotoTags:
     """What a still image says besides its pixels and should keep saying after upscaling.
@@ -688,19 +722,27 @@ def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
 def write_image(
     path: str | Path, image: np.ndarray, *, tags: PhotoTags | None = None, warn: WarnCallback | None = None
 ) -> None:
-    """Write H x W x 3 RGB uint8/uint16 to ``path`` in the format its suffix names.
+    """Write H x W x 3 RGB (or H x W x 4 RGBA) uint8/uint16 to ``path`` in the format its suffix names.
 
-    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). ``tags`` (from :func:`read_photo_tags`)
-    are written where the format holds them, the EXIF pixel dimensions set to this image's; ``warn`` hears
-    what could not be (an ICC profile in BMP, any tag in 16-bit TIFF).
+    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). Alpha is kept where the format has it
+    (:data:`ALPHA_SUFFIXES`) and dropped with a warning elsewhere. ``tags`` (from :func:`read_photo_tags`) are
+    written where the format holds them, the EXIF pixel dimensions set to this image's; ``warn`` hears what
+    could not be (an ICC profile in BMP, any tag in 16-bit TIFF).
     """
     p = Path(path)
     suffix = p.suffix.lower()
     tags = tags or PhotoTags()
     warn = warn or _default_warn
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise OptionError(f"image must be H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {image.shape}")
+    if image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
+        warn(f"{p.name}: {suffix} has no alpha channel; the transparency is dropped")
+        image = image[..., :3]
+    rgba = image.shape[2] == 4
     exif = _exif_sized(tags.exif, image.shape[1], image.shape[0]) if tags.exif else None
     if image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
-        codec, fmt, src = ("png", "rgb48be", "rgb48le") if suffix == ".png" else ("tiff", "rgb48le", "rgb48le")
+        src = "rgba64le" if rgba else "rgb48le"
+        codec, fmt = ("png", src.replace("le", "be")) if suffix == ".png" else ("tiff", src)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src).reformat(format=fmt)
         cc = av.CodecContext.create(codec, "w")
         cc.width, cc.height, cc.pix_fmt = image.shape[1], image.shape[0], fmt

@@ -312,6 +312,22 @@ def test_hdr10_metadata_an_encoder_cannot_take_is_reported(tmp_path: Path, up2: 
     assert probe(tmp_path / "out.webm").colour.trc == 16
 
 
+def test_transparent_image_keeps_its_alpha_upscaled_by_the_network(tmp_path: Path, up2: Upscaler) -> None:
+    from test_video import _rgba
+
+    from elan_video.video import read_alpha, read_image, write_image
+
+    rgba = _rgba()
+    write_image(tmp_path / "logo.png", rgba)
+    summary = upscale_video(tmp_path / "logo.png", tmp_path / "out.png", model=up2)
+    assert summary.output_size == (40, 24) and summary.warnings == ()
+    np.testing.assert_array_equal(read_image(tmp_path / "out.png"), up2(rgba[..., :3]))
+    gray = up2(np.repeat(rgba[..., 3:], 3, axis=2)).mean(axis=2)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "out.png"), np.rint(gray).astype(np.uint8))
+    with pytest.warns(VideoWarning, match="no alpha channel; the transparency of .* is dropped"):
+        upscale_video(tmp_path / "logo.png", tmp_path / "out.jpg", model=up2)
+
+
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})

@@ -22,6 +22,7 @@ from elan_video.video import (
     VideoWriter,
     plan_encoder,
     probe,
+    read_alpha,
     read_frames,
     read_image,
     read_photo_tags,
@@ -387,6 +388,63 @@ def test_hdr10_static_metadata_survives(tmp_path: Path, name: str) -> None:
     out = probe(tmp_path / name)
     assert (out.colour.trc, out.colour.primaries, out.colour.matrix, out.bit_depth) == (16, 9, 9, 10)
     assert (out.mastering_display, out.content_light) == (info.mastering_display, info.content_light)
+
+
+def _rgba(dtype: type = np.uint8) -> np.ndarray:
+    """A 12 x 20 RGBA picture: the pattern with a soft-edged transparent corner."""
+    rgb = pattern(2, 20, 12).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    yy, xx = np.mgrid[0:12, 0:20]
+    alpha = np.clip((xx + yy) * 10, 0, 255).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    return np.dstack([rgb, alpha]).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("a.png", np.uint8), ("a.webp", np.uint8), ("a.tiff", np.uint8), ("a.png", np.uint16), ("a.tiff", np.uint16)],
+)
+def test_alpha_round_trips(tmp_path: Path, name: str, dtype: type) -> None:
+    rgba = _rgba(dtype)
+    write_image(tmp_path / name, rgba)
+    np.testing.assert_array_equal(read_alpha(tmp_path / name), rgba[..., 3])
+    back = read_image(tmp_path / name)
+    assert back.dtype == dtype and back.shape == (12, 20, 3)
+    if name != "a.webp":  # lossless
+        np.testing.assert_array_equal(back, rgba[..., :3])
+
+
+def test_opaque_and_alpha_free_images_have_no_alpha(tmp_path: Path) -> None:
+    from PIL import Image
+
+    opaque = _rgba()
+    opaque[..., 3] = 255
+    write_image(tmp_path / "opaque.png", opaque)
+    write_image(tmp_path / "rgb.png", opaque[..., :3])
+    assert read_alpha(tmp_path / "opaque.png") is None and read_alpha(tmp_path / "rgb.png") is None
+    indexed = Image.fromarray(pattern(0, 8, 6)).convert("P")
+    clear = int(np.asarray(indexed)[0, 0])
+    indexed.save(tmp_path / "indexed.png", transparency=clear)  # the top-left pixel's palette entry is transparent
+    alpha = read_alpha(tmp_path / "indexed.png")
+    assert alpha is not None and alpha[0, 0] == 0
+    np.testing.assert_array_equal(alpha, np.where(np.asarray(indexed) == clear, 0, 255))
+
+
+def test_alpha_is_turned_upright_with_the_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgba = _rgba()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgba).save(tmp_path / "turned.png", exif=exif)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "turned.png"), np.rot90(rgba[..., 3], -1))
+
+
+def test_alpha_is_dropped_with_a_warning_where_the_format_has_none(tmp_path: Path) -> None:
+    heard: list[str] = []
+    write_image(tmp_path / "flat.jpg", _rgba(), warn=heard.append)
+    assert len(heard) == 1 and "no alpha channel" in heard[0]
+    assert read_image(tmp_path / "flat.jpg").shape == (12, 20, 3)
+    with pytest.raises(OptionError, match="H x W x 3"):
+        write_image(tmp_path / "bad.png", np.zeros((4, 4, 2), np.uint8))
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff", "a.webp", "a.avif"])
