@@ -259,6 +259,11 @@ def _temporary_output(dst: Path) -> Iterator[Path]:
         raise OutputError(f"{dst}: cannot be written ({exc.strerror or exc})") from None
 
 
+def _reason(exc: BaseException) -> str:
+    """The short cause of an FFmpeg or OS error ("No space left on device"), for a one-line message."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
     """An H x W alpha channel upscaled by the network as a gray picture (sharper edges than an interpolation)."""
     gray = up(np.repeat(alpha[..., None], 3, axis=2))
@@ -352,7 +357,10 @@ def upscale_video(
         elif alpha is not None:
             warn(f"{dst_path.name}: {dst_path.suffix} has no alpha channel; the transparency of {src_path} is dropped")
         with _temporary_output(dst_path) as tmp:
-            write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
+            try:
+                write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
+            except (av.error.FFmpegError, OSError) as exc:
+                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
         if progress is not None:
             progress(1, 1)
         h, w = image.shape[:2]
@@ -410,13 +418,19 @@ def upscale_video(
                     total=total,
                     cpu_threads=cpu_threads,
                 )
+            except (av.error.FFmpegError, OSError) as exc:  # the encoder or the file system refused the output
+                writer.abort()
+                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
             except BaseException:
                 writer.abort()
                 raise
             if writer.frames_written == 0:
                 writer.abort()
                 raise InputError(f"{src_path}: no video frame could be decoded")
-            writer.close()
+            try:
+                writer.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
         lost = None
         if info.frames is not None and start is None and end is None:
             lost = max(0, info.frames - reader.frames_decoded)

@@ -291,6 +291,26 @@ def test_corrupt_packets_in_a_raw_stream_are_skipped_or_concealed(tmp_path: Path
     assert listing(tmp_path) == {"bad.264", "out.mkv"}
 
 
+def _file_size_limit() -> None:
+    """In the child: files may not grow past 100 KiB, and going past fails the write (EFBIG) instead of
+    killing the process, the way a full disk fails it (ENOSPC)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024))
+
+
+def test_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=20, size=(64, 64))
+    cmd = [*ELAN_VIDEO, str(src), str(tmp_path / "out.mkv"), *map(str, fast(tmp_path)), "--codec", "ffv1"]
+    cmd += ["--pix-fmt", "gbrp", "-q"]  # lossless: ~50 KiB per frame, past the limit by the third
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, preexec_fn=_file_size_limit, timeout=120)
+    assert proc.returncode == 1
+    one_error_line(proc.stderr, "out.mkv: could not be written (File too large)")
+    assert listing(tmp_path) == {"clip.mp4"}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: Path, sig: signal.Signals) -> None:
     src = tmp_path / "long.mkv"
