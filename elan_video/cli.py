@@ -188,9 +188,10 @@ def _upscale_folder(
     model for all. A file that fails is reported on one line (through ``say``) and the rest go on. Returns
     (done, failed)."""
     from .errors import InputError
+    from .image import IMAGE_SUFFIXES, is_image_path
     from .pipeline import upscale_video
     from .upscaler import Upscaler
-    from .video import IMAGE_SUFFIXES, OutputError, is_image_path
+    from .video import OutputError
 
     images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
     if not images:

@@ -29,21 +29,16 @@ import torch
 
 from .arch import ELAN
 from .errors import InputError, OptionError
+from .image import ALPHA_SUFFIXES, is_image_path, read_alpha, read_image, read_photo_tags, write_image
 from .upscaler import Upscaler
 from .video import (
-    ALPHA_SUFFIXES,
     DecodedFrame,
     OutputError,
     VideoReader,
     VideoWarning,
     VideoWriter,
     check_source,
-    is_image_path,
     plan_encoder,
-    read_alpha,
-    read_image,
-    read_photo_tags,
-    write_image,
 )
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]

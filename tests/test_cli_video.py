@@ -24,8 +24,9 @@ from video_clips import make_audio_only, make_clip, make_interlaced_clip, tiny_c
 
 from elan_video.checkpoint import load_model
 from elan_video.cli import main
+from elan_video.image import read_image
 from elan_video.upscaler import psnr, upscale_image
-from elan_video.video import VideoReader, read_image
+from elan_video.video import VideoReader
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
 # The installed script where there is one (CI's venv); from a source tree, the same CLI as a module.
@@ -163,7 +164,7 @@ def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:
 def test_still_image_in_image_out(tmp_path: Path) -> None:
     from video_clips import pattern
 
-    from elan_video.video import read_image, write_image
+    from elan_video.image import read_image, write_image
 
     write_image(tmp_path / "in.png", pattern(0, 24, 16))
     code, _, err = run(tmp_path / "in.png", tmp_path / "out.png", *fast(tmp_path))

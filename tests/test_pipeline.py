@@ -200,14 +200,14 @@ def test_time_range_processes_only_that_part(tmp_path: Path, up2: Upscaler) -> N
 
 
 def test_image_in_image_out_equals_upscale_image(tmp_path: Path) -> None:
-    from elan_video.video import write_image
+    from elan_video.image import write_image
 
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     write_image(tmp_path / "in.png", image)
     model = tiny_elan(2)
     summary = upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=model, **FAST)
     assert summary.frames == 1 and summary.output_size == (56, 40)
-    from elan_video.video import read_image
+    from elan_video.image import read_image
 
     np.testing.assert_array_equal(read_image(tmp_path / "out.png"), upscale_image(model, image, **FAST))
 
@@ -223,7 +223,7 @@ def test_portrait_photo_comes_out_upright_with_its_tags(tmp_path: Path, up2: Ups
     Image.fromarray(stored).save(tmp_path / "portrait.jpg", exif=exif, icc_profile=icc, quality=100, subsampling=0)
     summary = upscale_video(tmp_path / "portrait.jpg", tmp_path / "out.png", model=up2)
     assert summary.output_size == (40, 56)
-    from elan_video.video import read_image
+    from elan_video.image import read_image
 
     decoded = read_image(tmp_path / "portrait.jpg")
     assert psnr(decoded, np.rot90(stored, -1)) > 40
@@ -313,9 +313,9 @@ def test_hdr10_metadata_an_encoder_cannot_take_is_reported(tmp_path: Path, up2: 
 
 
 def test_transparent_image_keeps_its_alpha_upscaled_by_the_network(tmp_path: Path, up2: Upscaler) -> None:
-    from test_video import _rgba
+    from test_image import _rgba
 
-    from elan_video.video import read_alpha, read_image, write_image
+    from elan_video.image import read_alpha, read_image, write_image
 
     rgba = _rgba()
     write_image(tmp_path / "logo.png", rgba)
@@ -473,6 +473,6 @@ def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Pat
     assert code == 0
     assert len(video_frames(tmp_path / "out" / "demo_x2.mp4")) == 3
     assert probe(tmp_path / "out" / "demo_x2.mp4").width == 640
-    from elan_video.video import read_image
+    from elan_video.image import read_image
 
     assert read_image(tmp_path / "out" / "demo_side_by_side.png").shape == (360, 966, 3)

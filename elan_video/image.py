@@ -1,0 +1,234 @@
+"""Still-image I/O: decoding with PyAV/FFmpeg to upright RGB arrays, alpha, ICC profile and EXIF, and writing.
+
+Pictures cross this module's boundary as H x W x 3 RGB (or H x W x 4 RGBA) numpy arrays, uint8 or uint16 over the
+full 0..65535 range, like video frames in :mod:`elan_video.video`. Decoding goes through FFmpeg (16-bit PNG and TIFF
+stay 16-bit); Pillow reads the header (EXIF orientation, ICC profile) and writes the 8-bit formats.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from .errors import InputError, OptionError
+from .video import (
+    DecodedFrame,
+    VideoReader,
+    WarnCallback,
+    _default_warn,
+    _format_facts,
+    _main_video,
+    _open_input,
+    check_source,
+)
+
+__all__ = [
+    "ALPHA_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "PhotoTags",
+    "is_image_path",
+    "read_alpha",
+    "read_image",
+    "read_photo_tags",
+    "write_image",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif")
+# Still-image formats with an alpha channel.
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif")
+
+
+def is_image_path(path: str | Path) -> bool:
+    """True when the file name has a still-image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF.
+
+    The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, and
+    :func:`read_photo_tags` reports the orientation as 1 for the image written from them.
+    """
+    with VideoReader(path) as reader:
+        for item in reader.items():
+            if isinstance(item, DecodedFrame):
+                return _upright(item.image, _photo_header(Path(path))[0])
+    raise InputError(f"{path}: no picture could be decoded")
+
+
+def read_alpha(path: str | Path) -> np.ndarray | None:
+    """The alpha channel of a still image as H x W (uint8, or uint16 over 0..65535 where :func:`read_image`
+    gives uint16), turned upright like it; None when the image has none or is fully opaque."""
+    p = check_source(path)
+    with _open_input(p) as container:
+        cc = _main_video(container, p).codec_context
+        fmt = cc.format
+        if fmt is None or not (fmt.has_palette or any(c.is_alpha for c in fmt.components)):
+            return None
+        deep = _format_facts(fmt.name)[0] > 8
+        try:
+            frame = next(container.decode(video=0))
+        except (av.error.FFmpegError, StopIteration):
+            return None
+        alpha = _alpha_plane(frame, deep=deep)
+    if (alpha == (65535 if deep else 255)).all():
+        return None
+    return _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
+
+
+def _alpha_plane(frame: av.VideoFrame, *, deep: bool) -> np.ndarray:
+    """The frame's alpha as H x W uint8 (uint16 when ``deep``), through planar GBRA: swscale's packed RGBA
+    output from YUVA loses the alpha of the last columns at some widths (seen at 20 pixels with WebP)."""
+    planar = frame.reformat(format="gbrap16le" if deep else "gbrap")
+    dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
+    plane = planar.planes[3]
+    rows = np.frombuffer(plane, dtype=dtype).reshape(planar.height, plane.line_size // dtype.itemsize)
+    return rows[:, : planar.width].astype(dtype.newbyteorder("="), copy=True)
+
+
+@dataclass(frozen=True)
+class PhotoTags:
+    """What a still image says besides its pixels and should keep saying after upscaling.
+
+    icc_profile: the ICC colour profile (what the RGB numbers mean: a phone's Display P3, a camera's Adobe RGB);
+    exif: the EXIF block (camera, date taken, ...) as Pillow writes it, orientation set to 1 because
+    :func:`read_image` applies it. None where the file has none.
+    """
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+def read_photo_tags(path: str | Path) -> PhotoTags:
+    """The ICC profile and EXIF of an image file (empty where it has none or Pillow cannot read its header)."""
+    return _photo_header(Path(path))[1]
+
+
+def _photo_header(path: Path) -> tuple[int, PhotoTags]:
+    """(EXIF orientation 1..8, tags) from the image's header; (1, no tags) where Pillow cannot read it (FFmpeg
+    decodes some files Pillow does not)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                icc = image.info.get("icc_profile") or None
+                exif = image.getexif()
+                orientation = exif.get(0x0112, 1)
+                if 0x0112 in exif:
+                    exif[0x0112] = 1
+                # Inside the with: a TIFF's EXIF is read from the open file as it is serialised.
+                exif_bytes = exif.tobytes() if len(exif) else None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1, PhotoTags()
+    valid = isinstance(orientation, int) and 1 <= orientation <= 8
+    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes)
+
+
+def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation ``orientation`` to an H x W x C array (the transposes of Pillow's exif_transpose)."""
+    turned = {
+        1: image,
+        2: image[:, ::-1],
+        3: image[::-1, ::-1],
+        4: image[::-1],
+        5: image.transpose(1, 0, 2),
+        6: np.rot90(image, -1),
+        7: image[::-1, ::-1].transpose(1, 0, 2),
+        8: np.rot90(image, 1),
+    }[orientation]
+    return np.ascontiguousarray(turned)
+
+
+def write_image(
+    path: str | Path, image: np.ndarray, *, tags: PhotoTags | None = None, warn: WarnCallback | None = None
+) -> None:
+    """Write H x W x 3 RGB (or H x W x 4 RGBA) uint8/uint16 to ``path`` in the format its suffix names.
+
+    uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). Alpha is kept where the format has it
+    (:data:`ALPHA_SUFFIXES`) and dropped with a warning elsewhere. ``tags`` (from :func:`read_photo_tags`) are
+    written where the format holds them, the EXIF pixel dimensions set to this image's; ``warn`` hears what
+    could not be (an ICC profile in BMP, any tag in 16-bit TIFF).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    tags = tags or PhotoTags()
+    warn = warn or _default_warn
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise OptionError(f"image must be H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {image.shape}")
+    if image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
+        warn(f"{p.name}: {suffix} has no alpha channel; the transparency is dropped")
+        image = image[..., :3]
+    rgba = image.shape[2] == 4
+    exif = _exif_sized(tags.exif, image.shape[1], image.shape[0]) if tags.exif else None
+    if image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
+        src = "rgba64le" if rgba else "rgb48le"
+        codec, fmt = ("png", src.replace("le", "be")) if suffix == ".png" else ("tiff", src)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src).reformat(format=fmt)
+        cc = av.CodecContext.create(codec, "w")
+        cc.width, cc.height, cc.pix_fmt = image.shape[1], image.shape[0], fmt
+        cc.time_base = Fraction(1, 25)
+        data = b"".join(bytes(pkt) for pkt in [*cc.encode(frame), *cc.encode(None)])
+        if suffix == ".png":
+            data = _png_with_tags(data, tags.icc_profile, exif)
+        elif tags.icc_profile or exif:
+            warn(f"{p.name}: 16-bit TIFF is written without the source's ICC profile and EXIF")
+        p.write_bytes(data)
+        return
+    from PIL import Image
+
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix.lstrip(".").upper())
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF") else {}
+    if fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF"):
+        if tags.icc_profile:
+            options["icc_profile"] = tags.icc_profile
+        if exif and not (fmt == "JPEG" and len(exif) > _JPEG_APP1_MAX):
+            options["exif"] = exif
+        elif exif:
+            warn(f"{p.name}: the source's EXIF ({len(exif)} bytes) does not fit a JPEG segment; not written")
+    elif tags.icc_profile or exif:
+        warn(f"{p.name}: {fmt} cannot hold the source's ICC profile and EXIF; not written")
+    Image.fromarray(np.ascontiguousarray(image)).save(p, format=fmt, **options)
+
+
+_JPEG_APP1_MAX = 65533  # a JPEG marker segment's payload limit, less the "Exif" header Pillow adds
+
+
+def _exif_sized(exif: bytes, width: int, height: int) -> bytes:
+    """The EXIF block with its pixel dimensions (Exif IFD PixelXDimension/PixelYDimension, where present) set."""
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags.load(exif)
+    ifd = tags.get_ifd(0x8769)
+    for key, value in ((0xA002, width), (0xA003, height)):
+        if key in ifd:
+            ifd[key] = value
+    return tags.tobytes()
+
+
+def _png_with_tags(png: bytes, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks after a PNG's IHDR (PyAV's PNG encoder writes neither)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    extra = b""
+    if icc_profile:
+        extra += chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        extra += chunk(b"eXIf", exif.removeprefix(b"Exif\0\0"))  # PNG's holds the TIFF structure alone
+    ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR's length, type, 13 bytes of data and CRC
+    return png[:ihdr_end] + extra + png[ihdr_end:]

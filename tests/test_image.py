@@ -1,0 +1,160 @@
+"""Still images: formats, 16 bits, orientation, ICC profile and EXIF, alpha; all through the real codecs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from video_clips import pattern
+
+from elan_video.errors import OptionError
+from elan_video.image import PhotoTags, read_alpha, read_image, read_photo_tags, write_image
+from elan_video.upscaler import psnr
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_still_images(tmp_path: Path, orientation: int) -> None:
+    from PIL import Image, ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
+    with Image.open(tmp_path / "photo.png") as image:
+        upright = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    got = read_image(tmp_path / "photo.png")
+    assert got.shape == ((12, 20, 3) if orientation <= 4 else (20, 12, 3))
+    np.testing.assert_array_equal(got, upright)
+
+
+def _camera_tags(orientation: int = 1) -> tuple[bytes, bytes]:
+    """(an ICC profile, an EXIF block with a maker, a date taken, pixel dimensions 28 x 20 and ``orientation``)."""
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "Phone"
+    exif.get_ifd(0x8769).update({0x9003: "2024:05:01 10:00:00", 0xA002: 28, 0xA003: 20})
+    return icc, exif.tobytes()
+
+
+def _exif_fields(exif: bytes | None) -> tuple[object, ...]:
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags.load(exif or b"")
+    ifd = tags.get_ifd(0x8769)
+    return tags.get(0x0112), tags.get(0x010F), ifd.get(0x9003), ifd.get(0xA002), ifd.get(0xA003)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("o.png", np.uint8),
+        ("o.jpg", np.uint8),
+        ("o.webp", np.uint8),
+        ("o.avif", np.uint8),
+        ("o.tiff", np.uint8),
+        ("o.png", np.uint16),
+    ],
+)
+def test_icc_profile_and_exif_follow_the_pixels(tmp_path: Path, name: str, dtype: type) -> None:
+    from PIL import Image
+
+    icc, exif = _camera_tags(orientation=6)
+    Image.fromarray(pattern(0, 28, 20)).save(tmp_path / "photo.jpg", icc_profile=icc, exif=exif)
+    tags = read_photo_tags(tmp_path / "photo.jpg")
+    assert tags.icc_profile == icc
+    assert _exif_fields(tags.exif) == (1, "Phone", "2024:05:01 10:00:00", 28, 20)  # read_image turns the pixels
+    write_image(tmp_path / name, np.zeros((56, 40, 3), dtype), tags=tags)
+    back = read_photo_tags(tmp_path / name)
+    assert back.icc_profile == icc
+    # Pillow's AVIF writer moves the orientation into AVIF's own irot/imir boxes (none for an upright picture).
+    upright = None if name.endswith(".avif") else 1
+    assert _exif_fields(back.exif) == (upright, "Phone", "2024:05:01 10:00:00", 40, 56)
+    assert read_image(tmp_path / name).dtype == dtype
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("o.bmp", np.uint8), ("o.tiff", np.uint16)])
+def test_formats_without_room_for_the_tags_say_so(tmp_path: Path, name: str, dtype: type) -> None:
+    icc, exif = _camera_tags()
+    heard: list[str] = []
+    write_image(tmp_path / name, np.zeros((8, 8, 3), dtype), tags=PhotoTags(icc, exif), warn=heard.append)
+    assert len(heard) == 1 and "ICC profile and EXIF" in heard[0]
+    assert read_photo_tags(tmp_path / name).icc_profile is None
+
+
+def _rgba(dtype: type = np.uint8) -> np.ndarray:
+    """A 12 x 20 RGBA picture: the pattern with a soft-edged transparent corner."""
+    rgb = pattern(2, 20, 12).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    yy, xx = np.mgrid[0:12, 0:20]
+    alpha = np.clip((xx + yy) * 10, 0, 255).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    return np.dstack([rgb, alpha]).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("a.png", np.uint8), ("a.webp", np.uint8), ("a.tiff", np.uint8), ("a.png", np.uint16), ("a.tiff", np.uint16)],
+)
+def test_alpha_round_trips(tmp_path: Path, name: str, dtype: type) -> None:
+    rgba = _rgba(dtype)
+    write_image(tmp_path / name, rgba)
+    np.testing.assert_array_equal(read_alpha(tmp_path / name), rgba[..., 3])
+    back = read_image(tmp_path / name)
+    assert back.dtype == dtype and back.shape == (12, 20, 3)
+    if name != "a.webp":  # lossless
+        np.testing.assert_array_equal(back, rgba[..., :3])
+
+
+def test_opaque_and_alpha_free_images_have_no_alpha(tmp_path: Path) -> None:
+    from PIL import Image
+
+    opaque = _rgba()
+    opaque[..., 3] = 255
+    write_image(tmp_path / "opaque.png", opaque)
+    write_image(tmp_path / "rgb.png", opaque[..., :3])
+    assert read_alpha(tmp_path / "opaque.png") is None and read_alpha(tmp_path / "rgb.png") is None
+    indexed = Image.fromarray(pattern(0, 8, 6)).convert("P")
+    clear = int(np.asarray(indexed)[0, 0])
+    indexed.save(tmp_path / "indexed.png", transparency=clear)  # the top-left pixel's palette entry is transparent
+    alpha = read_alpha(tmp_path / "indexed.png")
+    assert alpha is not None and alpha[0, 0] == 0
+    np.testing.assert_array_equal(alpha, np.where(np.asarray(indexed) == clear, 0, 255))
+
+
+def test_alpha_is_turned_upright_with_the_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgba = _rgba()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgba).save(tmp_path / "turned.png", exif=exif)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "turned.png"), np.rot90(rgba[..., 3], -1))
+
+
+def test_alpha_is_dropped_with_a_warning_where_the_format_has_none(tmp_path: Path) -> None:
+    heard: list[str] = []
+    write_image(tmp_path / "flat.jpg", _rgba(), warn=heard.append)
+    assert len(heard) == 1 and "no alpha channel" in heard[0]
+    assert read_image(tmp_path / "flat.jpg").shape == (12, 20, 3)
+    with pytest.raises(OptionError, match="H x W x 3"):
+        write_image(tmp_path / "bad.png", np.zeros((4, 4, 2), np.uint8))
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff", "a.webp", "a.avif"])
+def test_images_round_trip(tmp_path: Path, name: str) -> None:
+    image = pattern(3, 40, 24)
+    write_image(tmp_path / name, image)
+    back = read_image(tmp_path / name)
+    assert back.shape == image.shape and back.dtype == np.uint8
+    assert psnr(back, image) > (30 if name.endswith((".jpg", ".webp", ".avif")) else 60)
+
+
+@pytest.mark.parametrize("name", ["deep.png", "deep.tiff"])
+def test_sixteen_bit_images_keep_sixteen_bits(tmp_path: Path, name: str) -> None:
+    image = (pattern(1, 20, 12).astype(np.uint16) * 257 + 77).astype(np.uint16)
+    write_image(tmp_path / name, image)
+    back = read_image(tmp_path / name)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, image)
