@@ -244,6 +244,7 @@ def _format_facts(pix_fmt: str) -> tuple[int, str]:
 
 
 _MILLISECOND = Fraction(1, 1000)
+_CUE_UNTIL_NEXT = 2**31  # ms; longer "durations" are FFmpeg's marker for an open-ended cue
 
 
 def _is_text_subtitle(stream: av.stream.Stream) -> bool:
@@ -901,6 +902,9 @@ class VideoWriter:
                 self._subtitle_conversions[s.index] = (s, out)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")
+            elif s.type == "video" and not cover:
+                self.dropped.append(s.index)
+                self._warn(f"{label} left out: only the first video stream is upscaled")
             else:
                 self.dropped.append(s.index)
                 self._warn(f"{label} cannot be stored in {suffix}; dropped")
@@ -964,7 +968,9 @@ class VideoWriter:
         start = packet.pts * Fraction(packet.time_base) + Fraction(cues.start_display_time, 1000)
         encoded = out.codec_context.encode_subtitle(cues)
         encoded.pts = encoded.dts = round(start / _MILLISECOND)
-        encoded.duration = max(0, cues.end_display_time - cues.start_display_time)
+        shown = cues.end_display_time - cues.start_display_time
+        # A cue without a known end says so with FFmpeg's UINT32_MAX; it then lasts until the next one.
+        encoded.duration = shown if 0 < shown < _CUE_UNTIL_NEXT else 0
         encoded.time_base = _MILLISECOND
         encoded.stream = out
         self.container.mux(encoded)

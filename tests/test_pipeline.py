@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path, tiny_elan
-from video_clips import SRT, make_audio_only, make_clip, packets, video_frames
+from video_clips import SRT, make_audio_only, make_clip, packets, pattern, video_frames
 
 import elan_video as ev
 from elan_video.errors import InputError
@@ -326,6 +326,26 @@ def test_transparent_image_keeps_its_alpha_upscaled_by_the_network(tmp_path: Pat
     np.testing.assert_array_equal(read_alpha(tmp_path / "out.png"), np.rint(gray).astype(np.uint8))
     with pytest.warns(VideoWarning, match="no alpha channel; the transparency of .* is dropped"):
         upscale_video(tmp_path / "logo.png", tmp_path / "out.jpg", model=up2)
+
+
+def test_a_second_video_stream_is_left_out_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "two_angles.mkv"
+    with av.open(str(src), mode="w") as out:
+        angles = [out.add_stream("libx264", rate=25) for _ in range(2)]
+        for stream in angles:
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(4):
+            for seed, stream in enumerate(angles):
+                frame = av.VideoFrame.from_ndarray(pattern(i, 32, 32, seed=seed), format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in angles:
+            out.mux(stream.encode(None))
+    with pytest.warns(VideoWarning, match=r"video stream #1 \(h264\) left out: only the first video stream"):
+        summary = upscale_video(src, tmp_path / "out.mkv", model=up2)
+    assert (summary.frames, summary.streams_dropped) == (4, 1)
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert len(c.streams.video) == 1
 
 
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
