@@ -71,6 +71,9 @@ _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", 
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
 _IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
 _AVDISCARD_ALL = 48
+# Output widths at which the x265 4.3 in PyAV's wheel corrupts its heap and aborts (found by encoding here:
+# 40, 56 and 64-352 in steps of 8 work; 48 aborts at any height and depth).
+_X265_BAD_WIDTHS = frozenset({48})
 # AVColorTransferCharacteristic of HDR video: SMPTE ST 2084 (PQ, HDR10) and ARIB STD-B67 (HLG).
 _HDR_TRANSFERS = (16, 18)
 # AVFieldOrder values of interlaced streams (TT, BB, TB, BT); 0 is unknown, 1 progressive.
@@ -734,6 +737,12 @@ def plan_encoder(
         and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
     ):
         pad = (width % 2, height % 2)
+    if enc.name == "libx265" and width + pad[0] in _X265_BAD_WIDTHS:
+        # Refused here because the encoder aborts the whole process, temporary file and all.
+        raise OptionError(
+            f"libx265 crashes on pictures {width + pad[0]} pixels wide (a bug of the bundled x265); "
+            "choose another --codec or --scale"
+        )
     return EncoderPlan(
         codec=enc.name,
         pix_fmt=pix_fmt,

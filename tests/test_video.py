@@ -189,6 +189,14 @@ def test_codec_the_container_cannot_hold_is_refused() -> None:
         plan_encoder(Path("out.nonesuch"), info, scale=2)
 
 
+def test_a_width_that_crashes_x265_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    src = tmp_path / "narrow.mp4"
+    make_clip(src, frames=1, size=(24, 32))
+    with pytest.raises(OptionError, match="libx265 crashes on pictures 48 pixels wide"):
+        plan_encoder(tmp_path / "out.mkv", probe(src), scale=2, codec="libx265")
+    assert plan_encoder(tmp_path / "out.mkv", probe(src), scale=3, codec="libx265").width == 72
+
+
 def test_odd_frames_are_padded_by_repeating_the_edge(tmp_path: Path) -> None:
     src = tmp_path / "odd.mkv"
     make_clip(src, frames=2, size=(15, 11), codec="ffv1", pix_fmt="yuv444p")
