@@ -714,6 +714,8 @@ def plan_encoder(
             pix_fmt = substitute
     if crf is not None and not 0 <= crf <= 63:
         raise OptionError(f"crf must be between 0 and 63, got {crf}")
+    if crf is not None and enc.name not in _DEFAULT_CRF:
+        raise OptionError(f"crf applies to {', '.join(_DEFAULT_CRF)}, not to {enc.name}")
     crf = crf if crf is not None else _DEFAULT_CRF.get(enc.name)
     options: dict[str, str] = {}
     if crf is not None and enc.name in _DEFAULT_CRF:

@@ -173,6 +173,7 @@ def test_odd_output_sizes_are_padded_only_for_encoders_that_need_even_sizes() ->
         ({"pix_fmt": "nonesuch"}, "not a pixel format"),
         ({"crf": 99}, "crf must be between 0 and 63"),
         ({"codec": "ffv1", "preset": "fast"}, "preset applies to"),
+        ({"codec": "ffv1", "crf": 10}, "crf applies to libx264"),
     ],
 )
 def test_encoder_options_are_validated(options: dict, message: str) -> None:
