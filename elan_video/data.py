@@ -134,7 +134,10 @@ def read_image(path: str | Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            gray = im.mode in ("L", "1", "I;16", "I", "LA")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grey: Pillow's own conversion to 8 bits clamps (1000 -> 255) instead of scaling.
+                return np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+            gray = im.mode in ("L", "1", "LA")
             return np.array(im.convert("L" if gray else "RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None

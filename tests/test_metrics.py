@@ -63,6 +63,16 @@ def test_gray_image_stays_gray_and_is_scored_on_gray_values() -> None:
     assert psnr(sr, hr, shave=2) == pytest.approx(10 * math.log10(255**2 / mse))
 
 
+def test_sixteen_bit_gray_images_are_scaled_to_eight_bits_not_clamped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    deep = np.array([[0, 257, 1000, 30000, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "gray16.png")
+    got = read_image(tmp_path / "gray16.png")
+    assert got.dtype == np.uint8 and got.shape == (1, 5)
+    np.testing.assert_array_equal(got, [[0, 1, 4, 117, 255]])
+
+
 def test_imresize_identity_shapes_and_constant_images() -> None:
     flat = np.full((30, 21, 3), 77, np.uint8)
     # A constant image stays constant at every scale (weights sum to one, symmetric padding).
