@@ -27,6 +27,7 @@ from .video import (
     _format_facts,
     _main_video,
     _open_input,
+    alpha_plane,
     check_source,
 )
 
@@ -78,20 +79,10 @@ def read_alpha(path: str | Path) -> np.ndarray | None:
             frame = next(container.decode(video=0))
         except (av.error.FFmpegError, StopIteration):
             return None
-        alpha = _alpha_plane(frame, deep=deep)
+        alpha = alpha_plane(frame, deep=deep)
     if (alpha == (65535 if deep else 255)).all():
         return None
     return _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
-
-
-def _alpha_plane(frame: av.VideoFrame, *, deep: bool) -> np.ndarray:
-    """The frame's alpha as H x W uint8 (uint16 when ``deep``), through planar GBRA: swscale's packed RGBA
-    output from YUVA loses the alpha of the last columns at some widths (seen at 20 pixels with WebP)."""
-    planar = frame.reformat(format="gbrap16le" if deep else "gbrap")
-    dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
-    plane = planar.planes[3]
-    rows = np.frombuffer(plane, dtype=dtype).reshape(planar.height, plane.line_size // dtype.itemsize)
-    return rows[:, : planar.width].astype(dtype.newbyteorder("="), copy=True)
 
 
 @dataclass(frozen=True)

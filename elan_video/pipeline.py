@@ -259,10 +259,20 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def _as_grey_picture(alpha: np.ndarray) -> np.ndarray:
+    """H x W alpha -> H x W x 3 grey picture: alpha is upscaled by the network, whose edges are sharper than an
+    interpolation's."""
+    return np.repeat(alpha[..., None], 3, axis=2)
+
+
+def _grey(picture: np.ndarray) -> np.ndarray:
+    """The upscaled grey picture back to one channel, same dtype."""
+    return np.rint(picture.mean(axis=2, dtype=np.float64)).astype(picture.dtype)
+
+
 def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
-    """An H x W alpha channel upscaled by the network as a gray picture (sharper edges than an interpolation)."""
-    gray = up(np.repeat(alpha[..., None], 3, axis=2))
-    return np.rint(gray.mean(axis=2, dtype=np.float64)).astype(alpha.dtype)
+    """An H x W alpha channel upscaled by the network as a grey picture."""
+    return _grey(up(_as_grey_picture(alpha)))
 
 
 def _make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
@@ -386,6 +396,12 @@ def upscale_video(
             warn(
                 f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
                 "(only libx265 does here); the output keeps the PQ/HLG colour tags without it"
+            )
+        reader.with_alpha = plan.rgb_format.startswith("rgba")
+        if info.alpha and not reader.with_alpha:
+            warn(
+                f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src_path} is dropped "
+                "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
             )
         if plan.pad != (0, 0):
             warn(
@@ -536,10 +552,21 @@ def _stream(
     try:
         pending: list[DecodedFrame] = []
         held: list[av.Packet] = []
+        # What each submitted picture is, in order: a frame, a frame whose alpha follows, or that alpha (run
+        # through the network as a grey picture of its own, so batching and the CUDA buffers stay RGB).
+        kinds: deque[str] = deque()
+        colour: list[tuple[int, np.ndarray]] = []  # a frame's result waiting for its alpha's
 
         def emit(results: list[tuple[int, np.ndarray]]) -> None:
-            for result in results:
-                outbox.put(result)
+            for pts, image in results:
+                kind = kinds.popleft()
+                if kind == "colour":
+                    colour.append((pts, image))
+                elif kind == "alpha":
+                    rgb_pts, rgb = colour.pop()
+                    outbox.put((rgb_pts, np.dstack([rgb, _grey(image)])))
+                else:
+                    outbox.put((pts, image))
             while held:
                 outbox.put(held.pop(0))
 
@@ -548,10 +575,16 @@ def _stream(
             if item is _END:
                 break
             if isinstance(item, DecodedFrame):
-                pending.append(item)
-                if len(pending) == batch:
-                    emit(runner.submit(pending))
-                    pending = []
+                pictures = [(item, "frame")]
+                if item.alpha is not None:
+                    companion = DecodedFrame(item.index, item.pts, item.time_base, _as_grey_picture(item.alpha))
+                    pictures = [(item, "colour"), (companion, "alpha")]
+                for picture, kind in pictures:
+                    pending.append(picture)
+                    kinds.append(kind)
+                    if len(pending) == batch:
+                        emit(runner.submit(pending))
+                        pending = []
             else:
                 held.append(item)  # type: ignore[arg-type]
                 if len(held) > 4 * size and not pending:

@@ -208,6 +208,7 @@ class VideoInfo:
     display_matrix: tuple[int, ...] | None = None
     stream_index: int = 0  # the video stream's index among all the file's streams
     interlaced: bool = False  # FFmpeg's field order names a field order (not progressive or unknown)
+    alpha: bool = False  # the decoded pixel format has an alpha channel (ProRes 4444, FFV1, PNG/QuickTime RLE, ...)
     # HDR static metadata of PQ/HLG sources, as FFmpeg's structs: AVMasteringDisplayMetadata (SMPTE ST 2086)
     # and AVContentLightMetadata (MaxCLL, MaxFALL); None where absent.
     mastering_display: bytes | None = None
@@ -234,6 +235,37 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: not a video or image FFmpeg can read ({reason})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+
+
+def _has_alpha(fmt: av.VideoFormat | None) -> bool:
+    return fmt is not None and any(c.is_alpha for c in fmt.components)
+
+
+def _alpha_decoder_name(stream: av.video.stream.VideoStream) -> str | None:
+    """libvpx's decoder for VP8/VP9 with alpha (WebM's alpha_mode): FFmpeg's own decoders ignore the alpha
+    picture that travels beside each frame."""
+    if stream.metadata.get("alpha_mode") != "1":
+        return None
+    return {"vp9": "libvpx-vp9", "vp8": "libvpx"}.get(stream.codec_context.name)
+
+
+def _alpha_decoder(stream: av.video.stream.VideoStream) -> av.VideoCodecContext | None:
+    name = _alpha_decoder_name(stream)
+    if name is None:
+        return None
+    decoder = av.CodecContext.create(name, "r")
+    decoder.thread_type = "AUTO"
+    return decoder
+
+
+def alpha_plane(frame: av.VideoFrame, *, deep: bool) -> np.ndarray:
+    """The frame's alpha as H x W uint8 (uint16 over 0..65535 when ``deep``), through planar GBRA: swscale's
+    packed RGBA output from YUVA loses the alpha of the last columns at some widths (seen at 20 pixels)."""
+    planar = frame.reformat(format="gbrap16le" if deep else "gbrap")
+    dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
+    plane = planar.planes[3]
+    rows = np.frombuffer(plane, dtype=dtype).reshape(planar.height, plane.line_size // dtype.itemsize)
+    return rows[:, : planar.width].astype(dtype.newbyteorder("="), copy=True)
 
 
 def _format_facts(pix_fmt: str) -> tuple[int, str]:
@@ -331,6 +363,7 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         display_matrix=_display_matrix(stream),
         stream_index=stream.index,
         interlaced=int(cc.field_order) in _INTERLACED_FIELD_ORDERS,
+        alpha=_has_alpha(cc.format) or _alpha_decoder_name(stream) is not None,
         mastering_display=mastering_display,
         content_light=content_light,
     )
@@ -386,12 +419,14 @@ def probe(path: str | Path) -> VideoInfo:
 class DecodedFrame:
     """One decoded picture: ``image`` H x W x 3 RGB (uint8, or uint16 over 0..65535 for > 8-bit sources),
     ``pts`` in ``time_base`` units (synthesised from the frame rate when the source has no timing), ``index``
-    counts from 0 in decoding output order."""
+    counts from 0 in decoding output order; ``alpha`` H x W of the image's dtype when the reader was asked for
+    it and the source has one, else None."""
 
     index: int
     pts: int
     time_base: Fraction
     image: np.ndarray
+    alpha: np.ndarray | None = None
 
     @property
     def time(self) -> float:
@@ -406,7 +441,8 @@ class VideoReader:
     ``passthrough`` (indices), in demux order, so one consumer can re-mux them. ``start``/``end`` (seconds)
     restrict the output to a time range of the source: the reader seeks to the keyframe before ``start``.
     ``deinterlace`` runs FFmpeg's bwdif on the frames flagged interlaced (one frame out per frame in, same
-    timestamps); None does so when the stream says it is interlaced. Damaged data is skipped, not fatal:
+    timestamps); None does so when the stream says it is interlaced. ``alpha`` adds each frame's alpha channel
+    to its :class:`DecodedFrame` where the source has one. Damaged data is skipped, not fatal:
     ``decode_errors`` counts packets the decoder refused. Use as a context manager.
     """
 
@@ -417,6 +453,7 @@ class VideoReader:
         start: float | None = None,
         end: float | None = None,
         deinterlace: bool | None = False,
+        alpha: bool = False,
         warn: WarnCallback | None = None,
     ) -> None:
         if start is not None and start < 0:
@@ -434,12 +471,14 @@ class VideoReader:
             raise
         self.stream = self.container.streams[self.info.stream_index]
         self.stream.thread_type = "AUTO"
+        self._decoder = _alpha_decoder(self.stream) or self.stream.codec_context
         self.decode_errors = 0
         self.frames_decoded = 0
         self.retimed = 0
         self._rgb_format = "rgb24" if self.info.bit_depth <= 8 else "rgb48le"
         self._size_changed = False
         self.deinterlacing = self.info.interlaced if deinterlace is None else deinterlace
+        self.with_alpha = alpha  # settable until items() starts
         self._deinterlacer = _Deinterlacer() if self.deinterlacing else None
 
     def __enter__(self) -> VideoReader:
@@ -509,7 +548,7 @@ class VideoReader:
                         yield packet
                     continue
                 try:
-                    frames = packet.decode()
+                    frames = self._decoder.decode(packet)
                 except av.error.FFmpegError:
                     self.decode_errors += 1
                     continue
@@ -533,7 +572,9 @@ class VideoReader:
                         return
                     last_pts = pts
                     self.frames_decoded += 1
-                    yield DecodedFrame(index=index, pts=pts, time_base=tb, image=self.to_array(frame))
+                    deep = self.info.bit_depth > 8
+                    alpha = alpha_plane(frame, deep=deep) if self.with_alpha and self.info.alpha else None
+                    yield DecodedFrame(index=index, pts=pts, time_base=tb, image=self.to_array(frame), alpha=alpha)
                     index += 1
         except av.error.FFmpegError:
             self.decode_errors += 1
@@ -624,7 +665,7 @@ class EncoderPlan:
     colour: ColourTags
     time_base: Fraction
     rate: Fraction | None
-    rgb_format: str  # "rgb24" or "rgb48le": what the frames handed to the writer are
+    rgb_format: str  # "rgb24"/"rgb48le", or "rgba"/"rgba64le" with alpha: what the frames handed to the writer are
     sample_aspect_ratio: Fraction | None = None
     display_matrix: tuple[int, ...] | None = None
 
@@ -654,6 +695,26 @@ def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
         if name in supported:
             return name
     return supported[0]
+
+
+def _pick_alpha_pix_fmt(codec: av.Codec, info: VideoInfo) -> str | None:
+    """A pixel format with alpha that ``codec`` takes, close to the source's layout and depth; None where it has
+    none (x264, SVT-AV1) or only one that players do not read (x265's alpha layer)."""
+    if codec.name == "libx265":
+        return None
+    if codec.name.startswith("libvpx"):  # libvpx codes alpha as a second 4:2:0 picture only
+        return "yuva420p"
+    chroma = "444" if info.chroma == "rgb" else info.chroma
+    rgb = ["gbrap", "rgba", "bgra", "argb"]
+    yuv = [f"yuva{chroma}p", "yuva420p", "yuva444p", "yuva444p10le"]  # the last: ProRes 4444's only one
+    if info.bit_depth > 8:
+        rgb = ["gbrap10le", "gbrap16le", "rgba64be", "rgba64le", *rgb]
+        yuv = [f"yuva{chroma}p10le", "yuva444p10le", "yuva420p10le", *yuv]
+    supported = {f.name for f in (codec.video_formats or [])}
+    for name in (rgb + yuv) if info.chroma == "rgb" else (yuv + rgb):
+        if name in supported:
+            return name
+    return None
 
 
 def _lossless_substitute(pix_fmt: str, supported: list[str]) -> str | None:
@@ -700,7 +761,7 @@ def plan_encoder(
     if enc.name not in accepted:
         raise OptionError(f"codec {enc.name} cannot be stored in a {suffix or muxer} file ({muxer})")
     if pix_fmt is None:
-        pix_fmt = _pick_pix_fmt(enc, info, info.bit_depth)
+        pix_fmt = (info.alpha and _pick_alpha_pix_fmt(enc, info)) or _pick_pix_fmt(enc, info, info.bit_depth)
     else:
         try:
             av.VideoFormat(pix_fmt)
@@ -739,6 +800,7 @@ def plan_encoder(
         and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
     ):
         pad = (width % 2, height % 2)
+    keeps_alpha = info.alpha and _has_alpha(out_fmt)
     if enc.name == "libx265" and width + pad[0] in _X265_BAD_WIDTHS:
         # Refused here because the encoder aborts the whole process, temporary file and all.
         raise OptionError(
@@ -759,7 +821,7 @@ def plan_encoder(
         colour=info.colour,
         time_base=info.time_base,
         rate=info.rate,
-        rgb_format="rgb24" if info.bit_depth <= 8 else "rgb48le",
+        rgb_format=("rgb24", "rgb48le", "rgba", "rgba64le")[(info.bit_depth > 8) + 2 * keeps_alpha],
         sample_aspect_ratio=info.sample_aspect_ratio,
         display_matrix=_scaled_matrix(info.display_matrix, scale),
     )

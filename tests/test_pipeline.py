@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path, tiny_elan
-from video_clips import SRT, make_audio_only, make_clip, packets, pattern, video_frames
+from video_clips import SRT, make_alpha_clip, make_audio_only, make_clip, packets, pattern, video_frames
 
 import elan_video as ev
 from elan_video.errors import InputError
@@ -346,6 +346,43 @@ def test_a_second_video_stream_is_left_out_with_a_warning(tmp_path: Path, up2: U
     assert (summary.frames, summary.streams_dropped) == (4, 1)
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert len(c.streams.video) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "codec", "pix_fmt", "name", "options", "tolerance"),
+    [
+        ("rle.mov", "qtrle", "argb", "out.mkv", {"codec": "ffv1"}, 0),  # lossless in, lossless out
+        ("ffv1.mkv", "ffv1", "yuva420p", "out.mov", {"codec": "prores_ks"}, 1),  # ProRes 4444 stores 12 bits
+        ("rle.mov", "qtrle", "argb", "out.webm", {}, 12),  # VP9's alpha picture, lossy, read back with libvpx
+    ],
+)
+def test_video_alpha_is_upscaled_and_kept(
+    tmp_path: Path, up2: Upscaler, source: str, codec: str, pix_fmt: str, name: str, options: dict, tolerance: int
+) -> None:
+    from elan_video.video import VideoReader
+
+    pictures = make_alpha_clip(tmp_path / source, codec=codec, pix_fmt=pix_fmt)
+    assert probe(tmp_path / source).alpha
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        summary = upscale_video(tmp_path / source, tmp_path / name, model=up2, batch=3, **options)
+    assert summary.frames == len(pictures)
+    assert probe(tmp_path / name).alpha
+    with VideoReader(tmp_path / name, alpha=True) as reader:
+        written = [f for f in reader.items() if not isinstance(f, av.Packet)]
+    assert len(written) == len(pictures)
+    for frame, picture in zip(written, pictures, strict=True):
+        assert frame.alpha is not None
+        alpha = frame.alpha if frame.alpha.dtype == np.uint8 else np.rint(frame.alpha / 257).astype(np.uint8)
+        want = np.rint(up2(np.repeat(picture[..., 3:], 3, axis=2)).mean(axis=2))
+        assert np.abs(alpha.astype(int) - want).max() <= tolerance
+
+
+def test_video_alpha_an_encoder_cannot_hold_is_reported(tmp_path: Path, up2: Upscaler) -> None:
+    make_alpha_clip(tmp_path / "rle.mov", codec="qtrle", pix_fmt="argb")
+    with pytest.warns(VideoWarning, match="libx264 yuv444p has no alpha channel; the transparency of .* is dropped"):
+        upscale_video(tmp_path / "rle.mov", tmp_path / "out.mp4", model=up2)
+    assert not probe(tmp_path / "out.mp4").alpha
 
 
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:

@@ -60,6 +60,27 @@ def make_interlaced_clip(path: Path, frames: int = 6) -> list[np.ndarray]:
     return pictures
 
 
+def transparent(index: int, width: int = 32, height: int = 24) -> np.ndarray:
+    """An RGBA picture (H x W x 4 uint8): :func:`pattern` under an alpha ramp that moves with ``index``."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    alpha = np.clip((xx + yy + 3 * index) * 6, 0, 255).astype(np.uint8)
+    return np.dstack([pattern(index, width, height), alpha])
+
+
+def make_alpha_clip(path: Path, *, codec: str, pix_fmt: str, frames: int = 4) -> list[np.ndarray]:
+    """A clip with an alpha channel (QuickTime RLE argb, FFV1 yuva420p, ...) of :func:`transparent` pictures."""
+    pictures = [transparent(i) for i in range(frames)]
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, pix_fmt
+        for i, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgba").reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return pictures
+
+
 def make_clip(
     path: Path,
     *,
