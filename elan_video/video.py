@@ -471,7 +471,8 @@ class VideoReader:
             raise
         self.stream = self.container.streams[self.info.stream_index]
         self.stream.thread_type = "AUTO"
-        self._decoder = _alpha_decoder(self.stream) or self.stream.codec_context
+        alpha_decoder = _alpha_decoder(self.stream)
+        self._decoder = alpha_decoder if alpha_decoder is not None else self.stream.codec_context
         self.decode_errors = 0
         self.frames_decoded = 0
         self.retimed = 0
