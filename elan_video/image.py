@@ -35,6 +35,7 @@ __all__ = [
     "ALPHA_SUFFIXES",
     "IMAGE_SUFFIXES",
     "PhotoTags",
+    "frame_count",
     "is_image_path",
     "read_alpha",
     "read_image",
@@ -96,6 +97,20 @@ class PhotoTags:
 
     icc_profile: bytes | None = None
     exif: bytes | None = None
+
+
+def frame_count(path: str | Path) -> int:
+    """How many pictures an image file holds (APNG, animated WebP or AVIF: more than one); 1 where Pillow cannot
+    tell."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return max(1, int(getattr(image, "n_frames", 1)))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1
 
 
 def read_photo_tags(path: str | Path) -> PhotoTags:

@@ -29,7 +29,7 @@ import torch
 
 from .arch import ELAN
 from .errors import InputError, OptionError
-from .image import ALPHA_SUFFIXES, is_image_path, read_alpha, read_image, read_photo_tags, write_image
+from .image import ALPHA_SUFFIXES, frame_count, is_image_path, read_alpha, read_image, read_photo_tags, write_image
 from .upscaler import Upscaler
 from .video import (
     DecodedFrame,
@@ -354,6 +354,9 @@ def upscale_video(
     }
     if is_image_path(src_path):
         image = read_image(src_path)
+        frames = frame_count(src_path)
+        if frames > 1:
+            warn(f"{src_path}: an animation of {frames} pictures; only the first is upscaled")
         up = _make_upscaler(model, scale=scale, **model_options)
         result = up(image)
         alpha = read_alpha(src_path)

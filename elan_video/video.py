@@ -208,7 +208,9 @@ class VideoInfo:
     display_matrix: tuple[int, ...] | None = None
     stream_index: int = 0  # the video stream's index among all the file's streams
     interlaced: bool = False  # FFmpeg's field order names a field order (not progressive or unknown)
-    alpha: bool = False  # the decoded pixel format has an alpha channel (ProRes 4444, FFV1, PNG/QuickTime RLE, ...)
+    # The video has an alpha channel that is used: its format has one (ProRes 4444, FFV1, PNG, QuickTime RLE, VP9
+    # with alpha) and the first frame is not fully opaque (GIF always decodes with alpha, mostly unused).
+    alpha: bool = False
     # HDR static metadata of PQ/HLG sources, as FFmpeg's structs: AVMasteringDisplayMetadata (SMPTE ST 2086)
     # and AVContentLightMetadata (MaxCLL, MaxFALL); None where absent.
     mastering_display: bytes | None = None
@@ -363,10 +365,19 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         display_matrix=_display_matrix(stream),
         stream_index=stream.index,
         interlaced=int(cc.field_order) in _INTERLACED_FIELD_ORDERS,
-        alpha=_has_alpha(cc.format) or _alpha_decoder_name(stream) is not None,
+        alpha=_alpha_decoder_name(stream) is not None or (_has_alpha(cc.format) and _transparent(path, stream.index)),
         mastering_display=mastering_display,
         content_light=content_light,
     )
+
+
+def _transparent(path: Path, index: int) -> bool:
+    """Whether the stream's first frame has a pixel that is not fully opaque (decoded through a second handle)."""
+    with contextlib.suppress(av.error.FFmpegError, OSError, StopIteration), av.open(str(path)) as container:
+        frame = next(container.decode(container.streams[index]))
+        deep = _format_facts(frame.format.name)[0] > 8
+        return bool((alpha_plane(frame, deep=deep) != (65535 if deep else 255)).any())
+    return False
 
 
 def _hdr_metadata(path: Path, index: int) -> tuple[bytes | None, bytes | None]:

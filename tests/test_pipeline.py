@@ -378,11 +378,31 @@ def test_video_alpha_is_upscaled_and_kept(
         assert np.abs(alpha.astype(int) - want).max() <= tolerance
 
 
+def test_an_opaque_gif_is_not_taken_for_transparent(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "anim.gif"
+    make_clip(src, frames=3, size=(32, 24), codec="gif", pix_fmt="rgb8")
+    info = probe(src)
+    assert info.pix_fmt == "bgra" and not info.alpha  # FFmpeg decodes every GIF with alpha, here all opaque
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        assert upscale_video(src, tmp_path / "out.mp4", model=up2).frames == 3
+
+
 def test_video_alpha_an_encoder_cannot_hold_is_reported(tmp_path: Path, up2: Upscaler) -> None:
     make_alpha_clip(tmp_path / "rle.mov", codec="qtrle", pix_fmt="argb")
     with pytest.warns(VideoWarning, match="libx264 yuv444p has no alpha channel; the transparency of .* is dropped"):
         upscale_video(tmp_path / "rle.mov", tmp_path / "out.mp4", model=up2)
     assert not probe(tmp_path / "out.mp4").alpha
+
+
+def test_an_animated_image_says_only_its_first_picture_is_upscaled(tmp_path: Path, up2: Upscaler) -> None:
+    from PIL import Image
+
+    pictures = [Image.fromarray(pattern(i, 20, 12)) for i in range(3)]
+    pictures[0].save(tmp_path / "anim.png", save_all=True, append_images=pictures[1:], duration=100)
+    with pytest.warns(VideoWarning, match="an animation of 3 pictures; only the first is upscaled"):
+        summary = upscale_video(tmp_path / "anim.png", tmp_path / "out.png", model=up2)
+    assert summary.output_size == (40, 24)
 
 
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
