@@ -77,6 +77,7 @@ def main() -> None:
 
     \b
     elan-video in.mp4 out.mp4 --scale 2     upscale a video (or a still image)
+    elan-video photos/ photos_x2/           every image of a folder
     elan-video bench                        measure throughput
     elan-video eval --data DIR --scale 2    PSNR/SSIM by the standard protocol
     elan-video train --data DIR --scale 2 --out ckpt.pt
@@ -89,7 +90,7 @@ def main() -> None:
 @click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
 @model_options
 @click.option("--codec", default=None, help="Video encoder (default per container: libx264, libx265, libvpx-vp9...).")
-@click.option("--pix-fmt", default=None, help="Encoder pixel format (default keeps the source's chroma and depth).")
+@click.option("--pix-fmt", default=None, help="Encoder pixel format (default: the source's chroma, depth, alpha).")
 @click.option("--crf", type=int, default=None, help="Constant-quality value for x264/x265/VP9/AV1.")
 @click.option("--preset", default=None, help="Encoder speed preset (x264/x265/SVT-AV1).")
 @click.option("--start", type=click.FloatRange(min=0), default=None, help="Seconds: begin at this time of SOURCE.")
