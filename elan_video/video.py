@@ -260,10 +260,11 @@ def _alpha_decoder(stream: av.video.stream.VideoStream) -> av.VideoCodecContext 
     return decoder
 
 
-def alpha_plane(frame: av.VideoFrame, *, deep: bool) -> np.ndarray:
-    """The frame's alpha as H x W uint8 (uint16 over 0..65535 when ``deep``), through planar GBRA: swscale's
-    packed RGBA output from YUVA loses the alpha of the last columns at some widths (seen at 20 pixels)."""
-    planar = frame.reformat(format="gbrap16le" if deep else "gbrap")
+def alpha_plane(frame: av.VideoFrame, *, deep: bool, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """The frame's alpha as H x W uint8 (uint16 over 0..65535 when ``deep``), scaled to ``width`` x ``height``
+    where given, through planar GBRA: swscale's packed RGBA output from YUVA loses the alpha of the last columns
+    at some widths (seen at 20 pixels)."""
+    planar = frame.reformat(format="gbrap16le" if deep else "gbrap", width=width, height=height)
     dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
     plane = planar.planes[3]
     rows = np.frombuffer(plane, dtype=dtype).reshape(planar.height, plane.line_size // dtype.itemsize)
@@ -584,8 +585,11 @@ class VideoReader:
                         return
                     last_pts = pts
                     self.frames_decoded += 1
-                    deep = self.info.bit_depth > 8
-                    alpha = alpha_plane(frame, deep=deep) if self.with_alpha and self.info.alpha else None
+                    alpha = None
+                    if self.with_alpha and self.info.alpha:
+                        # At the size to_array gives the picture, should it change mid-stream.
+                        size = {"width": self.info.width, "height": self.info.height}
+                        alpha = alpha_plane(frame, deep=self.info.bit_depth > 8, **size)
                     yield DecodedFrame(index=index, pts=pts, time_base=tb, image=self.to_array(frame), alpha=alpha)
                     index += 1
         except av.error.FFmpegError:
