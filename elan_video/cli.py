@@ -87,7 +87,18 @@ def main() -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.argument("destination", type=click.Path(path_type=str))
-@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option(
+    "--scale",
+    type=click.IntRange(2, 4),
+    default=None,
+    help="The network's factor [default: the --model's; else 2, or the smallest of 2, 3, 4 at least --outscale].",
+)
+@click.option(
+    "--outscale",
+    type=click.FloatRange(0, 8, min_open=True),
+    default=None,
+    help="Final size as a multiple of the source's (e.g. 1.5 for 720p -> 1080p): Lanczos after the network.",
+)
 @model_options
 @click.option("--codec", default=None, help="Video encoder (default per container: libx264, libx265, libvpx-vp9...).")
 @click.option("--pix-fmt", default=None, help="Encoder pixel format (default: the source's chroma, depth, alpha).")
@@ -103,7 +114,7 @@ def main() -> None:
 @click.option("--overwrite", "-y", is_flag=True, help="Replace DESTINATION if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
 @_fails_cleanly
-def upscale(source: str, destination: str, scale: int, quiet: bool, **options: Any) -> None:
+def upscale(source: str, destination: str, scale: int | None, quiet: bool, **options: Any) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
     A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
@@ -113,6 +124,14 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
     from .pipeline import upscale_video
     from .video import VideoWarning
 
+    if scale is None and options["model"] is not None:
+        from .checkpoint import load_model
+
+        options["model"] = load_model(options["model"])  # loaded once, here, to learn its factor
+        scale = options["model"].scale
+    elif scale is None:
+        outscale = options["outscale"]
+        scale = 2 if outscale is None else next((s for s in (2, 3, 4) if s >= outscale), 4)
     bar: Any = None
 
     def progress(done: int, total: int | None) -> None:
@@ -166,7 +185,8 @@ def upscale(source: str, destination: str, scale: int, quiet: bool, **options: A
     if Path(source).is_dir():
         if not quiet:
             failures = f", {failed} failed" if failed else ""
-            click.echo(f"{destination}: {done} images upscaled x{scale}{failures}", err=True)
+            factor = options["outscale"] or scale
+            click.echo(f"{destination}: {done} images upscaled x{factor:g}{failures}", err=True)
         if failed:
             sys.exit(1)
         return
@@ -210,7 +230,14 @@ def _upscale_folder(
     failed = 0
     for done, image in enumerate(images, start=1):
         try:
-            upscale_video(image, destination / image.name, scale=scale, model=upscaler, overwrite=options["overwrite"])
+            upscale_video(
+                image,
+                destination / image.name,
+                scale=scale,
+                model=upscaler,
+                overwrite=options["overwrite"],
+                outscale=options["outscale"],
+            )
         except ElanVideoError as exc:
             say(f"elan-video: error: {exc}")
             failed += 1

@@ -40,6 +40,7 @@ __all__ = [
     "read_alpha",
     "read_image",
     "read_photo_tags",
+    "resize",
     "write_image",
 ]
 
@@ -64,6 +65,15 @@ def read_image(path: str | Path) -> np.ndarray:
             if isinstance(item, DecodedFrame):
                 return _upright(item.image, _photo_header(Path(path))[0])
     raise InputError(f"{path}: no picture could be decoded")
+
+
+def resize(image: np.ndarray, *, width: int, height: int) -> np.ndarray:
+    """An H x W x 3 (RGB) or x 4 (RGBA) uint8/uint16 picture resized to ``width`` x ``height`` with swscale's
+    Lanczos, same dtype."""
+    formats = {(3, np.uint8): "rgb24", (3, np.uint16): "rgb48le", (4, np.uint8): "rgba", (4, np.uint16): "rgba64le"}
+    fmt = formats[(image.shape[2], image.dtype.type)]
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
+    return frame.reformat(width=width, height=height, interpolation="LANCZOS").to_ndarray()
 
 
 def read_alpha(path: str | Path) -> np.ndarray | None:

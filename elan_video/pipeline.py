@@ -29,7 +29,16 @@ import torch
 
 from .arch import ELAN
 from .errors import InputError, OptionError
-from .image import ALPHA_SUFFIXES, frame_count, is_image_path, read_alpha, read_image, read_photo_tags, write_image
+from .image import (
+    ALPHA_SUFFIXES,
+    frame_count,
+    is_image_path,
+    read_alpha,
+    read_image,
+    read_photo_tags,
+    resize,
+    write_image,
+)
 from .upscaler import Upscaler
 from .video import (
     DecodedFrame,
@@ -303,6 +312,7 @@ def upscale_video(
     start: float | None = None,
     end: float | None = None,
     deinterlace: bool | None = None,
+    outscale: float | None = None,
     progress: ProgressCallback | None = None,
     queue_size: int = 8,
     cpu_threads: int | None = None,
@@ -320,6 +330,8 @@ def upscale_video(
     existing ``dst``. start/end: seconds, process only that time range of the source (timestamps are kept).
     deinterlace: run FFmpeg's bwdif on interlaced frames before upscaling, one output frame per input frame
     (None: when the source says it is interlaced; ELAN on woven fields would enlarge the combing).
+    outscale: make the output that many times the source's size (0 < outscale <= 8): the network upscales by
+    ``scale`` (pick one at least ``outscale``) and Lanczos resizes the result, e.g. 1.5 for 720p -> 1080p.
     progress: called after each frame with (frames written, estimated total or None). queue_size: frames
     buffered between stages. cpu_threads: PyTorch threads for CPU inference while the job runs (default: all
     cores on machines with fewer than 4, else all but one, left to decoding and encoding; the caller's setting
@@ -332,6 +344,8 @@ def upscale_video(
     began = time.perf_counter()
     if scale not in (2, 3, 4):
         raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
+    if outscale is not None and not 0 < outscale <= 8:
+        raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
     if queue_size < 1:
         raise OptionError(f"queue_size must be at least 1, got {queue_size}")
     if cpu_threads is not None and cpu_threads < 1:
@@ -364,6 +378,9 @@ def upscale_video(
             result = np.dstack([result, _upscale_alpha(up, alpha)])
         elif alpha is not None:
             warn(f"{dst_path.name}: {dst_path.suffix} has no alpha channel; the transparency of {src_path} is dropped")
+        if outscale is not None:
+            h, w = image.shape[:2]
+            result = resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
         with _temporary_output(dst_path) as tmp:
             try:
                 write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
@@ -393,7 +410,9 @@ def upscale_video(
                 if reader.deinterlacing
                 else f"{src_path}: interlaced; upscaled without deinterlacing, which enlarges the combing"
             )
-        plan = plan_encoder(dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset)
+        plan = plan_encoder(
+            dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset, outscale=outscale
+        )
         up = _make_upscaler(model, scale=scale, **model_options)
         if (info.mastering_display or info.content_light) and plan.codec != "libx265":
             warn(
@@ -463,7 +482,7 @@ def upscale_video(
             frames=writer.frames_written,
             frames_lost=lost,
             input_size=(info.width, info.height),
-            output_size=(info.width * scale, info.height * scale),
+            output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
             codec=plan.codec,
             pix_fmt=plan.pix_fmt,
             seconds=time.perf_counter() - began,

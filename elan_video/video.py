@@ -756,8 +756,12 @@ def plan_encoder(
     pix_fmt: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
+    outscale: float | None = None,
 ) -> EncoderPlan:
     """Choose and validate the encoder settings for writing ``info``'s video upscaled by ``scale`` to ``dst``.
+
+    ``outscale``: the output is that many times the source's size instead (the writer resizes the network's
+    ``scale`` times larger frames with Lanczos), rounded to even sizes for encoders that need them.
 
     Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources), .webm VP9, .y4m raw; the pixel
     format keeps the source's chroma layout and bit depth where the codec allows. Raises OptionError.
@@ -807,15 +811,22 @@ def plan_encoder(
         if enc.name not in _PRESET_CODECS:
             raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
         options["preset"] = preset
-    width, height = info.width * scale, info.height * scale
     out_fmt = av.VideoFormat(pix_fmt)
-    pad = (0, 0)
-    if (
+    even = (
         enc.name in _EVEN_ONLY
         and not out_fmt.is_rgb
         and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
-    ):
-        pad = (width % 2, height % 2)
+    )
+    pad = (0, 0)
+    if outscale is not None:
+        if not 0 < outscale <= 8:
+            raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
+        step = 2 if even else 1  # resized anyway, so the size can be even without padding
+        width, height = (max(step, step * round(n * outscale / step)) for n in (info.width, info.height))
+    else:
+        width, height = info.width * scale, info.height * scale
+        if even:
+            pad = (width % 2, height % 2)
     keeps_alpha = info.alpha and _has_alpha(out_fmt)
     if enc.name == "libx265" and width + pad[0] in _X265_BAD_WIDTHS:
         # Refused here because the encoder aborts the whole process, temporary file and all.
@@ -839,7 +850,7 @@ def plan_encoder(
         rate=info.rate,
         rgb_format=("rgb24", "rgb48le", "rgba", "rgba64le")[(info.bit_depth > 8) + 2 * keeps_alpha],
         sample_aspect_ratio=info.sample_aspect_ratio,
-        display_matrix=_scaled_matrix(info.display_matrix, scale),
+        display_matrix=_scaled_matrix(info.display_matrix, outscale or scale),
     )
 
 
@@ -864,14 +875,14 @@ def _x265_hdr_params(info: VideoInfo) -> list[str]:
     return params
 
 
-def _scaled_matrix(matrix: tuple[int, ...] | None, scale: int) -> tuple[int, ...] | None:
+def _scaled_matrix(matrix: tuple[int, ...] | None, scale: float) -> tuple[int, ...] | None:
     """The display matrix of the picture ``scale`` times larger: rotation and mirroring as they were, the
     translation (entries 6 and 7, in pixels, which MP4's rotations use to move the picture back into view)
     scaled."""
     if matrix is None:
         return None
     m = list(matrix)
-    m[6], m[7] = m[6] * scale, m[7] * scale
+    m[6], m[7] = round(m[6] * scale), round(m[7] * scale)
     return tuple(m)
 
 
@@ -1000,17 +1011,18 @@ class VideoWriter:
         return tuple(self._copies) + tuple(self._reencodes) + tuple(self._subtitle_conversions)
 
     def write(self, image: np.ndarray, pts: int) -> None:
-        """Encode one H x W x 3 RGB frame (``plan.rgb_format``) presented at ``pts`` (``plan.time_base`` units)."""
+        """Encode one H x W x 3 (or x 4 with alpha) RGB frame (``plan.rgb_format``) presented at ``pts``
+        (``plan.time_base`` units); a frame of another size than the plan's is resized with Lanczos (outscale)."""
         plan = self.plan
         if plan.pad != (0, 0):
             image = np.pad(image, ((0, plan.pad[1]), (0, plan.pad[0]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=plan.rgb_format)
-        if self._out_is_rgb:
-            frame = frame.reformat(format=plan.pix_fmt)
-        else:
-            frame = frame.reformat(
-                format=plan.pix_fmt, dst_colorspace=plan.colour.sws_matrix, dst_color_range=plan.colour.range
-            )
+        options: dict[str, object] = {"format": plan.pix_fmt}
+        if not self._out_is_rgb:
+            options |= {"dst_colorspace": plan.colour.sws_matrix, "dst_color_range": plan.colour.range}
+        if (frame.width, frame.height) != (plan.width, plan.height):
+            options |= {"width": plan.width, "height": plan.height, "interpolation": "LANCZOS"}
+        frame = frame.reformat(**options)
         frame.pts = pts
         frame.time_base = plan.time_base
         for packet in self.video.encode(frame):

@@ -161,6 +161,16 @@ def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_the_models_own_factor_is_used_and_outscale_sets_the_final_size(tmp_path: Path, clip: Path) -> None:
+    x4 = tiny_checkpoint(tmp_path, scale=4)
+    code, _, err = run(clip, tmp_path / "x4.mp4", "--model", x4, "--device", "cpu", "--precision", "fp32", "-q")
+    assert code == 0, err  # no --scale: the x4 model's own factor, not the default 2
+    assert video_frames(tmp_path / "x4.mp4")[0][1].shape == (96, 128, 3)
+    code, _, err = run(clip, tmp_path / "x1.5.mp4", "--outscale", "1.5", *fast(tmp_path), "-q")
+    assert code == 0, err
+    assert video_frames(tmp_path / "x1.5.mp4")[0][1].shape == (36, 48, 3)
+
+
 def test_still_image_in_image_out(tmp_path: Path) -> None:
     from video_clips import pattern
 

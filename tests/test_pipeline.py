@@ -405,6 +405,25 @@ def test_an_animated_image_says_only_its_first_picture_is_upscaled(tmp_path: Pat
     assert summary.output_size == (40, 24)
 
 
+def test_outscale_resizes_the_networks_output_with_lanczos(tmp_path: Path, up2: Upscaler) -> None:
+    from elan_video.image import read_image, resize, write_image
+
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=3, size=(32, 24), codec="ffv1")
+    summary = upscale_video(src, tmp_path / "out.mkv", model=up2, outscale=1.5, codec="ffv1", pix_fmt="gbrp")
+    assert summary.output_size == (48, 36)
+    expected = [resize(up2(f.image), width=48, height=36) for f in read_frames(src)]
+    written = video_frames(tmp_path / "out.mkv")
+    assert len(written) == len(expected) == 3
+    for (_, got), want in zip(written, expected, strict=True):
+        assert got.shape == (36, 48, 3) and psnr(got, want) >= 45
+    picture = pattern(1, 20, 12)
+    write_image(tmp_path / "in.png", picture)
+    summary = upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=up2, outscale=1.5)
+    assert summary.output_size == (30, 18)
+    np.testing.assert_array_equal(read_image(tmp_path / "out.png"), resize(up2(picture), width=30, height=18))
+
+
 def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=40, container_options={"movflags": "+faststart"}, options={"g": "5"})

@@ -198,6 +198,23 @@ def test_a_width_that_crashes_x265_is_refused_before_anything_is_written(tmp_pat
     assert plan_encoder(tmp_path / "out.mkv", probe(src), scale=3, codec="libx265").width == 72
 
 
+def test_outscale_sizes_are_even_where_the_encoder_needs_it(tmp_path: Path) -> None:
+    src = tmp_path / "odd.mkv"
+    make_clip(src, frames=1, size=(33, 25), codec="ffv1")
+    info = probe(src)
+    x264 = plan_encoder(tmp_path / "out.mp4", info, scale=2, outscale=1.3)
+    ffv1 = plan_encoder(tmp_path / "out.mkv", info, scale=2, outscale=1.3, codec="ffv1")
+    assert (x264.width, x264.height, x264.pad) == (42, 32, (0, 0))  # 42.9 x 32.5 to even sizes
+    assert (ffv1.width, ffv1.height, ffv1.pad) == (43, 32, (0, 0))
+    phone = tmp_path / "phone.mp4"  # MP4 keeps the matrix's translation, which scales with the picture
+    make_clip(phone, frames=1, size=(32, 24), display_matrix=_portrait(24))
+    turned = plan_encoder(tmp_path / "out.mp4", probe(phone), scale=2, outscale=1.3).display_matrix
+    assert turned == (0, 1 << 16, 0, -(1 << 16), 0, 0, round((24 << 16) * 1.3), 0, 1 << 30)
+    for bad in (0, -1, 9):
+        with pytest.raises(OptionError, match="outscale must be above 0 and at most 8"):
+            plan_encoder(tmp_path / "out.mp4", info, scale=2, outscale=bad)
+
+
 def test_odd_frames_are_padded_by_repeating_the_edge(tmp_path: Path) -> None:
     src = tmp_path / "odd.mkv"
     make_clip(src, frames=2, size=(15, 11), codec="ffv1", pix_fmt="yuv444p")
