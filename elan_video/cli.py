@@ -132,6 +132,7 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
     elif scale is None:
         outscale = options["outscale"]
         scale = 2 if outscale is None else next((s for s in (2, 3, 4) if s >= outscale), 4)
+    folder = Path(source).is_dir()
     bar: Any = None
 
     def progress(done: int, total: int | None) -> None:
@@ -139,8 +140,9 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
         if bar is None:
             from tqdm import tqdm
 
-            unit = "image" if Path(source).is_dir() else "frame"
-            bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr)
+            bar = tqdm(
+                total=total, unit="image" if folder else "frame", dynamic_ncols=True, leave=False, file=sys.stderr
+            )
         bar.update(done - bar.n)
 
     def say(line: str) -> None:
@@ -164,7 +166,7 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
         warnings.simplefilter("always", VideoWarning)
         warnings.showwarning = show
         try:
-            if Path(source).is_dir():
+            if folder:
                 done, failed = _upscale_folder(
                     Path(source),
                     Path(destination),
@@ -182,7 +184,7 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
                 bar.close()
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
-    if Path(source).is_dir():
+    if folder:
         if not quiet:
             failures = f", {failed} failed" if failed else ""
             factor = options["outscale"] or scale

@@ -24,11 +24,11 @@ from .video import (
     VideoReader,
     WarnCallback,
     _default_warn,
-    _format_facts,
+    _has_alpha,
     _main_video,
     _open_input,
-    alpha_plane,
     check_source,
+    first_frame_alpha,
 )
 
 __all__ = [
@@ -81,19 +81,12 @@ def read_alpha(path: str | Path) -> np.ndarray | None:
     gives uint16), turned upright like it; None when the image has none or is fully opaque."""
     p = check_source(path)
     with _open_input(p) as container:
-        cc = _main_video(container, p).codec_context
-        fmt = cc.format
-        if fmt is None or not (fmt.has_palette or any(c.is_alpha for c in fmt.components)):
+        stream = _main_video(container, p)
+        fmt = stream.codec_context.format
+        if fmt is None or not (fmt.has_palette or _has_alpha(fmt)):  # a palette may have transparent entries
             return None
-        deep = _format_facts(fmt.name)[0] > 8
-        try:
-            frame = next(container.decode(video=0))
-        except (av.error.FFmpegError, StopIteration):
-            return None
-        alpha = alpha_plane(frame, deep=deep)
-    if (alpha == (65535 if deep else 255)).all():
-        return None
-    return _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
+        alpha = first_frame_alpha(container, stream)
+    return None if alpha is None else _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
 
 
 @dataclass(frozen=True)
@@ -112,15 +105,7 @@ class PhotoTags:
 def frame_count(path: str | Path) -> int:
     """How many pictures an image file holds (APNG, animated WebP or AVIF: more than one); 1 where Pillow cannot
     tell."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return max(1, int(getattr(image, "n_frames", 1)))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return 1
+    return _photo_header(Path(path))[2]
 
 
 def read_photo_tags(path: str | Path) -> PhotoTags:
@@ -128,9 +113,9 @@ def read_photo_tags(path: str | Path) -> PhotoTags:
     return _photo_header(Path(path))[1]
 
 
-def _photo_header(path: Path) -> tuple[int, PhotoTags]:
-    """(EXIF orientation 1..8, tags) from the image's header; (1, no tags) where Pillow cannot read it (FFmpeg
-    decodes some files Pillow does not)."""
+def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
+    """(EXIF orientation 1..8, tags, number of pictures) from the image's header; (1, no tags, 1) where Pillow
+    cannot read it (FFmpeg decodes some files Pillow does not)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -138,6 +123,7 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags]:
             # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                pictures = max(1, int(getattr(image, "n_frames", 1)))
                 icc = image.info.get("icc_profile") or None
                 exif = image.getexif()
                 orientation = exif.get(0x0112, 1)
@@ -146,9 +132,9 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags]:
                 # Inside the with: a TIFF's EXIF is read from the open file as it is serialised.
                 exif_bytes = exif.tobytes() if len(exif) else None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return 1, PhotoTags()
+        return 1, PhotoTags(), 1
     valid = isinstance(orientation, int) and 1 <= orientation <= 8
-    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes)
+    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes), pictures
 
 
 def _upright(image: np.ndarray, orientation: int) -> np.ndarray:

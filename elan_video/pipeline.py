@@ -46,6 +46,7 @@ from .video import (
     VideoReader,
     VideoWarning,
     VideoWriter,
+    check_outscale,
     check_source,
     plan_encoder,
 )
@@ -263,9 +264,15 @@ def _temporary_output(dst: Path) -> Iterator[Path]:
         raise OutputError(f"{dst}: cannot be written ({exc.strerror or exc})") from None
 
 
-def _reason(exc: BaseException) -> str:
-    """The short cause of an FFmpeg or OS error ("No space left on device"), for a one-line message."""
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+@contextlib.contextmanager
+def _refusals_named(dst: Path) -> Iterator[None]:
+    """Turn an FFmpeg or OS error while the output is written (disk full, file too large, an encoder refusing
+    its settings) into one OutputError naming ``dst`` and the short cause."""
+    try:
+        yield
+    except (av.error.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise OutputError(f"{dst}: could not be written ({reason})") from None
 
 
 def _as_grey_picture(alpha: np.ndarray) -> np.ndarray:
@@ -344,8 +351,7 @@ def upscale_video(
     began = time.perf_counter()
     if scale not in (2, 3, 4):
         raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
-    if outscale is not None and not 0 < outscale <= 8:
-        raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
+    check_outscale(outscale)
     if queue_size < 1:
         raise OptionError(f"queue_size must be at least 1, got {queue_size}")
     if cpu_threads is not None and cpu_threads < 1:
@@ -381,11 +387,8 @@ def upscale_video(
         if outscale is not None:
             h, w = image.shape[:2]
             result = resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
-        with _temporary_output(dst_path) as tmp:
-            try:
-                write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
-            except (av.error.FFmpegError, OSError) as exc:
-                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
+        with _temporary_output(dst_path) as tmp, _refusals_named(dst_path):
+            write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
         if progress is not None:
             progress(1, 1)
         h, w = image.shape[:2]
@@ -435,7 +438,7 @@ def upscale_video(
             stop_at = end if end is not None else info.duration
             total = round((stop_at - (start or 0.0)) * info.rate) if stop_at is not None else None
         metadata = dict(reader.stream.metadata)
-        with _temporary_output(dst_path) as tmp:
+        with _temporary_output(dst_path) as tmp, _refusals_named(dst_path):
             writer = VideoWriter(tmp, plan, metadata=metadata, warn=warn)
             try:
                 writer.add_metadata_from(reader.container)
@@ -451,19 +454,13 @@ def upscale_video(
                     total=total,
                     cpu_threads=cpu_threads,
                 )
-            except (av.error.FFmpegError, OSError) as exc:  # the encoder or the file system refused the output
-                writer.abort()
-                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
             except BaseException:
                 writer.abort()
                 raise
             if writer.frames_written == 0:
                 writer.abort()
                 raise InputError(f"{src_path}: no video frame could be decoded")
-            try:
-                writer.close()
-            except (av.error.FFmpegError, OSError) as exc:
-                raise OutputError(f"{dst_path}: could not be written ({_reason(exc)})") from None
+            writer.close()
         lost = None
         if info.frames is not None and start is None and end is None:
             lost = max(0, info.frames - reader.frames_decoded)

@@ -374,11 +374,27 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
 
 def _transparent(path: Path, index: int) -> bool:
     """Whether the stream's first frame has a pixel that is not fully opaque (decoded through a second handle)."""
-    with contextlib.suppress(av.error.FFmpegError, OSError, StopIteration), av.open(str(path)) as container:
-        frame = next(container.decode(container.streams[index]))
-        deep = _format_facts(frame.format.name)[0] > 8
-        return bool((alpha_plane(frame, deep=deep) != (65535 if deep else 255)).any())
+    with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(path)) as container:
+        return first_frame_alpha(container, container.streams[index]) is not None
     return False
+
+
+def first_frame_alpha(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> np.ndarray | None:
+    """The alpha plane (H x W, uint8 or uint16 like :func:`alpha_plane`) of ``stream``'s next decoded frame;
+    None when every pixel is fully opaque or nothing decodes. Advances ``container``."""
+    try:
+        frame = next(container.decode(stream))
+    except (av.error.FFmpegError, StopIteration):
+        return None
+    deep = _format_facts(frame.format.name)[0] > 8
+    alpha = alpha_plane(frame, deep=deep)
+    return None if (alpha == (65535 if deep else 255)).all() else alpha
+
+
+def check_outscale(outscale: float | None) -> None:
+    """Validate a final-size factor (None, or above 0 and at most 8); raises OptionError."""
+    if outscale is not None and not 0 < outscale <= 8:
+        raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
 
 
 def _hdr_metadata(path: Path, index: int) -> tuple[bytes | None, bytes | None]:
@@ -818,9 +834,8 @@ def plan_encoder(
         and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
     )
     pad = (0, 0)
+    check_outscale(outscale)
     if outscale is not None:
-        if not 0 < outscale <= 8:
-            raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
         step = 2 if even else 1  # resized anyway, so the size can be even without padding
         width, height = (max(step, step * round(n * outscale / step)) for n in (info.width, info.height))
     else:
