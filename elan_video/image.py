@@ -123,7 +123,8 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
             # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                pictures = max(1, int(getattr(image, "n_frames", 1)))
+                # A camera JPEG's MPF pictures (previews, depth maps, stereo views) are not an animation's frames.
+                pictures = 1 if image.format == "MPO" else max(1, int(getattr(image, "n_frames", 1)))
                 icc = image.info.get("icc_profile") or None
                 exif = image.getexif()
                 orientation = exif.get(0x0112, 1)

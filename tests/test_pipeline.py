@@ -403,6 +403,13 @@ def test_an_animated_image_says_only_its_first_picture_is_upscaled(tmp_path: Pat
     with pytest.warns(VideoWarning, match="an animation of 3 pictures; only the first is upscaled"):
         summary = upscale_video(tmp_path / "anim.png", tmp_path / "out.png", model=up2)
     assert summary.output_size == (40, 24)
+    # A camera JPEG carrying a preview picture (MPF) is one photograph, not an animation.
+    Image.fromarray(pattern(0, 20, 12)).save(
+        tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(pattern(1, 10, 6))]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        assert upscale_video(tmp_path / "camera.jpg", tmp_path / "camera.png", model=up2).output_size == (40, 24)
 
 
 def test_outscale_resizes_the_networks_output_with_lanczos(tmp_path: Path, up2: Upscaler) -> None:
