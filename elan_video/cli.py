@@ -212,13 +212,15 @@ def _upscale_folder(
     (done, failed)."""
     from .errors import InputError
     from .image import IMAGE_SUFFIXES, is_image_path
-    from .pipeline import upscale_video
+    from .pipeline import check_image_options, upscale_video
     from .upscaler import Upscaler
     from .video import OutputError
 
     images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
     if not images:
         raise InputError(f"{source}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+    video_only = ("codec", "pix_fmt", "crf", "preset", "start", "end", "deinterlace")
+    check_image_options(source, **{key: options[key] for key in video_only})
     if destination.exists() and not destination.is_dir():
         raise OutputError(f"{destination}: is a file; give a folder for the images of the folder {source}")
     if destination.exists() and destination.resolve() == source.resolve():

@@ -247,6 +247,17 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
 
 
+def check_image_options(source: Path, **video_options: object) -> None:
+    """Refuse options that only mean something for a video (an encoder's settings, a time range,
+    deinterlacing) when ``source`` is a still image or a folder of them, rather than ignore them; a value of
+    None means not given."""
+    given = [name for name, value in video_options.items() if value is not None]
+    if given:
+        what = "a folder of images" if source.is_dir() else "an image"
+        verb = "applies" if len(given) == 1 else "apply"
+        raise OptionError(f"{source}: {what}; {', '.join(given)} {verb} to videos only")
+
+
 @contextlib.contextmanager
 def _temporary_output(dst: Path) -> Iterator[Path]:
     """A hidden file beside ``dst`` (same suffix, so the muxer is chosen the same way), renamed over ``dst``
@@ -373,6 +384,16 @@ def upscale_video(
         "batch": batch,
     }
     if is_image_path(src_path):
+        check_image_options(
+            src_path,
+            codec=codec,
+            pix_fmt=pix_fmt,
+            crf=crf,
+            preset=preset,
+            start=start,
+            end=end,
+            deinterlace=deinterlace,
+        )
         image = read_image(src_path)
         frames = frame_count(src_path)
         if frames > 1:

@@ -182,6 +182,16 @@ def test_still_image_in_image_out(tmp_path: Path) -> None:
     assert read_image(tmp_path / "out.png").shape == (32, 48, 3)
 
 
+@pytest.mark.parametrize("options", [("--crf", "20"), ("--start", "1"), ("--pix-fmt", "rgb24", "--no-deinterlace")])
+def test_video_only_options_are_refused_for_images_not_ignored(tmp_path: Path, options: tuple[str, ...]) -> None:
+    photos = _photo_folder(tmp_path / "photos")
+    for source, destination in ((photos / "a.png", tmp_path / "a.png"), (photos, tmp_path / "out")):
+        code, _, err = run(source, destination, *options, *fast(tmp_path))
+        assert code == 1
+        one_error_line(err, str(source), "to videos only", options[0][2:].replace("-", "_"))
+        assert not destination.exists()
+
+
 def test_missing_input(tmp_path: Path) -> None:
     code, _, err = run(tmp_path / "nope.mp4", tmp_path / "out.mp4", *fast(tmp_path))
     assert code == 1
