@@ -61,7 +61,12 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="eager",
             show_default=True,
         ),
-        click.option("--tile", type=int, default=None, help="Tile side in input pixels (default: whole frame)."),
+        click.option(
+            "--tile",
+            type=int,
+            default=None,
+            help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
+        ),
         click.option("--tile-overlap", type=int, default=32, show_default=True),
         click.option("--batch", type=int, default=1, show_default=True, help="Frames or tiles per network call."),
     ]
@@ -279,7 +284,12 @@ def _size(text: str) -> tuple[int, int]:
     multiple=True,
     help="Repeat to compare (default: eager).",
 )
-@click.option("--tile", type=int, default=None, help="Tile side in input pixels (default: whole frame).")
+@click.option(
+    "--tile",
+    type=int,
+    default=None,
+    help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
+)
 @click.option("--tile-overlap", type=int, default=32, show_default=True)
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=3, show_default=True, help="Timed frames per row.")

@@ -14,6 +14,7 @@ from .arch import ELAN
 from .backends import BACKENDS, PRECISIONS, Forward, build_backend, parse_device, precision_candidates
 from .checkpoint import load_model
 from .errors import InputError, OptionError
+from .memory import auto_tile, free_memory
 
 __all__ = ["MIN_PSNR_DB", "Upscaler", "psnr", "upscale_image"]
 
@@ -67,8 +68,11 @@ class Upscaler:
     device: "cpu", "cuda", "cuda:N" or None (CUDA if available). precision: "auto" (the fastest
     precision whose output stays >= 45 dB PSNR of fp32, measured on the first image), "fp32", "bf16"
     or "fp16". backend: "eager", "torchscript", "compile" or "tensorrt". tile: tile side in input
-    pixels (None: whole frame), tile_overlap: overlap between tiles in input pixels, blended linearly.
-    batch: how many tiles or frames go through the network together.
+    pixels, or None for whole frames where they fit in memory (see max_memory); tile_overlap: overlap
+    between tiles in input pixels, blended linearly. batch: how many tiles or frames go through the network
+    together. max_memory: bytes one network call may take when ``tile`` is None; a frame size whose estimate
+    (:func:`elan_video.memory.frame_bytes`) exceeds it is tiled with the largest tile that fits, decided once
+    per frame size. None: half the device's free memory when that frame size is first seen.
 
     On a CPU device the first Upscaler of a process tunes glibc malloc to keep freed memory for reuse
     (:func:`elan_video.allocator.reuse_freed_memory`): a quarter of CPU inference time otherwise goes to
@@ -86,6 +90,7 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int = 32,
         batch: int = 1,
+        max_memory: int | None = None,
     ) -> None:
         if scale is not None and scale not in _SCALES:
             raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
@@ -97,6 +102,8 @@ class Upscaler:
             raise OptionError(f"tile_overlap must be >= 0 and less than half the tile, got {tile_overlap}")
         if batch < 1:
             raise OptionError(f"batch must be at least 1, got {batch}")
+        if max_memory is not None and max_memory < 1:
+            raise OptionError(f"max_memory must be a positive number of bytes, got {max_memory}")
         if model is None:
             model = f"elan-light-x{scale or 2}"
         net = model if isinstance(model, ELAN) else load_model(model)
@@ -112,7 +119,9 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.batch = batch
+        self.max_memory = max_memory
         self._forwards: dict[tuple, Forward] = {}
+        self._tiles: dict[tuple[int, int], int | None] = {}
         self._lock = threading.Lock()
 
     # -- network calls ---------------------------------------------------------------------------
@@ -152,16 +161,42 @@ class Upscaler:
         Honours ``tile``/``tile_overlap``/``batch``; no conversion or clamping happens here.
         """
         with torch.inference_mode():
-            if self.tile is None or (x.shape[2] <= self.tile and x.shape[3] <= self.tile):
+            tile = self.tile_for(x.shape[2], x.shape[3])
+            if tile is None or (x.shape[2] <= tile and x.shape[3] <= tile):
                 outs = [self._forward_for(chunk)(chunk) for chunk in x.split(self.batch)]
                 return torch.cat(outs).float()
-            return torch.cat([self._tiled(frame[None]) for frame in x])
+            return torch.cat([self._tiled(frame[None], tile) for frame in x])
 
-    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+    def tile_for(self, height: int, width: int) -> int | None:
+        """The tile side used for frames of height x width input pixels: ``tile`` when set, else None (whole
+        frames) or the largest tile whose calls fit ``max_memory``; decided once per size."""
+        if self.tile is not None:
+            return self.tile
+        with self._lock:
+            if (height, width) not in self._tiles:
+                budget = self.max_memory
+                if budget is None:
+                    free = free_memory(self.device)
+                    budget = None if free is None else free // 2
+                self._tiles[height, width] = (
+                    None
+                    if budget is None
+                    else auto_tile(
+                        height,
+                        width,
+                        budget=budget,
+                        channels=self.model.c_elan,
+                        batch=self.batch,
+                        overlap=self.tile_overlap,
+                    )
+                )
+            return self._tiles[height, width]
+
+    def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         """One frame (1 x 3 x H x W) through the network tile by tile, blended with linear feathering."""
         _, c, h, w = x.shape
         s, ov = self.scale, self.tile_overlap
-        th, tw = min(self.tile, h), min(self.tile, w)
+        th, tw = min(tile, h), min(tile, w)
         ys, xs = _tile_starts(h, th, ov), _tile_starts(w, tw, ov)
         boxes = [(y, x0) for y in ys for x0 in xs]
         out = torch.zeros(1, c, h * s, w * s, device=x.device)

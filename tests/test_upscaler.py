@@ -9,6 +9,7 @@ from conftest import shared_path, tiny_elan
 from PIL import Image
 
 import elan_video as ev
+from elan_video.memory import auto_tile, frame_bytes, free_memory
 from elan_video.upscaler import MIN_PSNR_DB, psnr
 
 
@@ -58,6 +59,29 @@ def test_tiling_without_overlap_shows_seams(photo: np.ndarray) -> None:
     whole = ev.upscale_image(model, photo, precision="fp32")
     seams = ev.upscale_image(model, photo, precision="fp32", tile=24, tile_overlap=0)
     assert not np.array_equal(seams, whole)
+
+
+def test_a_frame_too_big_for_the_memory_budget_is_tiled_and_one_that_fits_is_not() -> None:
+    image = np.asarray(Image.open(shared_path("data", "sr", "Set14", "HR", "comic.png")).convert("RGB"))[:160, :200]
+    model = tiny_elan(2)
+    whole = ev.upscale_image(model, image, precision="fp32", tile=1024)
+    roomy = ev.Upscaler(model, precision="fp32", max_memory=frame_bytes(160, 200, channels=model.c_elan))
+    assert roomy.tile_for(160, 200) is None
+    assert np.array_equal(roomy(image), whole)
+    tight = ev.Upscaler(model, precision="fp32", max_memory=frame_bytes(130, 130, channels=model.c_elan))
+    assert tight.tile_for(160, 200) == 128
+    tiled = tight(image)
+    assert not np.array_equal(tiled, whole)  # it really went tile by tile
+    assert psnr(tiled, whole) >= MIN_PSNR_DB
+
+
+def test_auto_tile_is_the_largest_multiple_of_16_within_the_budget() -> None:
+    budget = frame_bytes(1000, 1000, channels=60, batch=2)
+    assert auto_tile(900, 1100, budget=budget, channels=60, batch=2) is None  # 0.99 MP fits
+    assert auto_tile(3000, 4000, budget=budget, channels=60, batch=2) == 992
+    assert auto_tile(3000, 4000, budget=budget, channels=60, batch=8) == 496  # four times the tiles per call
+    assert auto_tile(3000, 4000, budget=1, channels=60) == 128  # never below a usable size
+    assert free_memory(torch.device("cpu")) > 0
 
 
 def test_batch_of_frames_equals_one_by_one(photo: np.ndarray) -> None:

@@ -174,7 +174,8 @@ def elan(
     ``elan-light-x{scale}``. device: "cpu", "cuda", "cuda:N" or None (CUDA when available). precision: "auto",
     "fp32", "bf16", "fp16" or None (RGBH clips: fp16 on CUDA, bf16 on CPU; RGBS clips: "auto"; see
     :func:`default_precision`). backend: "eager" (default), "torchscript", "compile" or "tensorrt". tile: tile side
-    in input pixels to bound memory (None: whole frames), tile_overlap: overlap of tiles in input pixels.
+    in input pixels to bound memory (None: whole frames where they fit in half the free memory, else tiles that
+    do), tile_overlap: overlap of tiles in input pixels.
     num_streams: how many frames may be inside the network at once (on CUDA, one stream each); VapourSynth's
     ``core.num_threads`` decides how many frames are requested concurrently.
 
