@@ -1,9 +1,8 @@
 """How much memory a network call needs, how much the device has free, and the tile that fits.
 
 Without tiling, ELAN's activations grow with the frame's area: on the fused fp32 CPU path, ELAN-light x2
-added 0.24 GB to the process for a 320x180 frame, 0.69 GB for 640x360 and 2.1 GB for 1280x720, so a
-12-megapixel photo would need some 30 GB. A frame that would not fit is cut into tiles instead of dying in
-the kernel's out-of-memory killer.
+added 3.3 GB to the process for a 1280x720 frame, so a 12-megapixel photo would need some 45 GB. A frame
+that would not fit is cut into tiles instead of dying in the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ import torch
 __all__ = ["BYTES_PER_PIXEL_CHANNEL", "auto_tile", "free_memory", "frame_bytes"]
 
 # Peak bytes per input pixel per feature channel of one network call. Measured for ELAN-light (60
-# channels): 2.3-4.2 KB per pixel whole frames (fixed costs weigh on small ones), 3.6 KB per pixel for
-# 1280x720 cut in 576-pixel tiles (the output, weights of the blend and the allocator's slack), so 64.
-BYTES_PER_PIXEL_CHANNEL = 64
+# channels) with freed memory kept for reuse (elan_video.allocator): 3.6 KB per pixel for a whole
+# 1280x720 frame, 4.7 KB per tile pixel when it is cut in 448-pixel tiles (the blended output and the
+# heap's slack weigh more on small calls), so 80.
+BYTES_PER_PIXEL_CHANNEL = 80
 _MIN_TILE = 128  # below this the overlap is most of each tile; a frame too big even for this uses it anyway
 
 
