@@ -26,3 +26,17 @@ timeout 60 "${EV[@]}" bench --device cuda --size 960x540 --frames 5 --precision 
 timeout 60 "${EV[@]}" bench --device cuda --size 1920x1080 --frames 5 --precision fp16 --precision bf16 2>&1 | tee "$OUT/bench-1080p.txt"
 timeout 120 "${EV[@]}" bench --device cuda --size 960x540 --frames 10 --precision fp16 --backend compile --no-reference 2>&1 \
     | tee "$OUT/bench-compile.txt"
+# Peak CUDA memory per input pixel and feature channel of one whole-frame call, against the 80 bytes that
+# elan_video.memory assumes (measured on a CPU) when it decides to tile.
+timeout 60 python3 - <<'PY' 2>&1 | tee "$OUT/memory.txt"
+import numpy as np, torch, elan_video as ev
+for precision in ("fp32", "bf16"):
+    up = ev.Upscaler("elan-light-x2", device="cuda", precision=precision, max_memory=1 << 45)
+    image = np.zeros((1080, 1920, 3), np.uint8)
+    up(image)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    up(image)
+    extra = torch.cuda.max_memory_allocated() - base
+    print(precision, "bytes per pixel and channel:", round(extra / (1080 * 1920 * up.model.c_elan), 1))
+PY
