@@ -199,8 +199,11 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
         return
     if not quiet:
         w, h = summary.output_size
-        what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}" if summary.codec else "image"
-        click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s ({summary.fps:.2f} fps)", err=True)
+        if summary.codec:  # a video
+            what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
+            click.echo(f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)", err=True)
+        else:
+            click.echo(f"{summary.destination}: {w}x{h}, image, {summary.seconds:.1f} s", err=True)
 
 
 def _upscale_folder(

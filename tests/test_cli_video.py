@@ -180,6 +180,7 @@ def test_still_image_in_image_out(tmp_path: Path) -> None:
     code, _, err = run(tmp_path / "in.png", tmp_path / "out.png", *fast(tmp_path))
     assert code == 0, err
     assert read_image(tmp_path / "out.png").shape == (32, 48, 3)
+    assert "out.png: 48x32, image, " in err and "fps" not in err  # one picture has no frame rate
 
 
 @pytest.mark.parametrize("options", [("--crf", "20"), ("--start", "1"), ("--pix-fmt", "rgb24", "--no-deinterlace")])
