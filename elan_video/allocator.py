@@ -41,7 +41,7 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_MAX_THRESHOLD) == 1
     # Blocks above the 32 MB threshold would still be mmapped and unmapped on free: no mmap at all, so
-    # a 720p frame's 200 MB activations are reused too (16.9 M page faults per frame down to 1.0 M).
+    # a 720p frame's 200 MB activations are reused too (16.9 M page faults per frame down to 0.8-1.0 M).
     ok &= mallopt(_M_MMAP_MAX, 0) == 1
     # Threads started from now on share the main heap: their own arenas map every block over 64 MB afresh,
     # which cost a 720p frame upscaled on a worker thread (a VapourSynth filter's) 83 s instead of 49 s.
