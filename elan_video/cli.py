@@ -47,6 +47,15 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# One definition for upscale (through model_options) and bench.
+_tile_option = click.option(
+    "--tile",
+    type=int,
+    default=None,
+    help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
+)
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that runs the network."""
     options = [
@@ -61,12 +70,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="eager",
             show_default=True,
         ),
-        click.option(
-            "--tile",
-            type=int,
-            default=None,
-            help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
-        ),
+        _tile_option,
         click.option("--tile-overlap", type=int, default=32, show_default=True),
         click.option("--batch", type=int, default=1, show_default=True, help="Frames or tiles per network call."),
     ]
@@ -287,12 +291,7 @@ def _size(text: str) -> tuple[int, int]:
     multiple=True,
     help="Repeat to compare (default: eager).",
 )
-@click.option(
-    "--tile",
-    type=int,
-    default=None,
-    help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
-)
+@_tile_option
 @click.option("--tile-overlap", type=int, default=32, show_default=True)
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=3, show_default=True, help="Timed frames per row.")
