@@ -5,8 +5,10 @@ blocks that large with fresh ``mmap`` pages and returns them on free, so every l
 zeroed pages again: measured here, a quarter of the CPU inference time at 320x180 and 40 % at 1280x720
 (78 s per frame, 45 s without the faults). Raising the trim threshold and turning off mmap for large
 blocks makes glibc keep and reuse that memory instead. The setting is per process and only affects how
-freed memory is kept (the process's resident size stays at its peak instead of shrinking), and threads
-started afterwards allocate from the main heap rather than arenas of their own.
+freed memory is kept (the process's resident size stays at its peak instead of shrinking). Threads other
+than the main one allocate from arenas of their own, which still map every block over 64 MB afresh: sharing
+the main heap (M_ARENA_MAX 1) made a 720p frame on a worker thread 49 s instead of 83 s, but made x265's
+10-bit encoding in the pipeline fail intermittently (2 runs in 6), so it is not set.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
 _MMAP_MAX_THRESHOLD = 32 * 1024 * 1024  # glibc's upper bound for M_MMAP_THRESHOLD on 64-bit
 _KEEP = 1 << 30
 
@@ -43,9 +44,6 @@ def reuse_freed_memory() -> bool:
     # Blocks above the 32 MB threshold would still be mmapped and unmapped on free: no mmap at all, so
     # a 720p frame's 200 MB activations are reused too (16.9 M page faults per frame down to 0.8-1.0 M).
     ok &= mallopt(_M_MMAP_MAX, 0) == 1
-    # Threads started from now on share the main heap: their own arenas map every block over 64 MB afresh,
-    # which cost a 720p frame upscaled on a worker thread (a VapourSynth filter's) 83 s instead of 49 s.
-    ok &= mallopt(_M_ARENA_MAX, 1) == 1
     ok &= mallopt(_M_TRIM_THRESHOLD, _KEEP) == 1
     ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024) == 1
     return bool(ok)

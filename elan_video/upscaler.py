@@ -75,9 +75,8 @@ class Upscaler:
     per frame size. None: half the device's free memory when that frame size is first seen.
 
     On a CPU device the first Upscaler of a process tunes glibc malloc to keep freed memory for reuse
-    (:func:`elan_video.allocator.reuse_freed_memory`; threads started afterwards share the main heap): a
-    quarter of CPU inference time at 320x180, 40 % at 1280x720, otherwise goes to page faults on freshly
-    mapped activations.
+    (:func:`elan_video.allocator.reuse_freed_memory`): a quarter of CPU inference time at 320x180, 40 % at
+    1280x720, otherwise goes to page faults on freshly mapped activations.
     """
 
     def __init__(
