@@ -25,6 +25,14 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def kernel_offers_huge_pages() -> bool:
+    """Whether Linux would back a madvise(MADV_HUGEPAGE) region with transparent huge pages."""
+    try:
+        return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
 def tame(model: ELAN, *, seed: int = 0) -> ELAN:
     """Random weights scaled like the reference fixture's so the unscaled attention is well conditioned."""
     gen = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path, tiny_elan
+from conftest import kernel_offers_huge_pages, shared_path, tiny_elan
 from PIL import Image
 
 import elan_video as ev
@@ -165,3 +165,54 @@ def test_blocks_over_glibcs_mmap_limit_come_from_the_reused_heap_once_tuned() ->
         for mode in ("default", "tuned")
     }
     assert where == {"default": "mapping", "tuned": "[heap]"}
+
+
+_HUGE_PAGES_ON_A_WORKER_THREAD = """
+import sys, threading
+from elan_video.allocator import use_huge_pages
+print(use_huge_pages() if sys.argv[1] == "asked" else "-")
+import torch
+def allocate():
+    x = torch.ones(100 << 20, dtype=torch.uint8)  # over glibc's 64 MB limit for a thread's own heap
+    address, huge = x.data_ptr(), 0
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) > 4:
+            low, high = (int(end, 16) for end in fields[0].split("-"))
+            inside = low <= address < high
+        elif inside and fields[0] == "AnonHugePages:":
+            huge = int(fields[1])
+    print(huge > 0)
+thread = threading.Thread(target=allocate)
+thread.start()
+thread.join()
+print(use_huge_pages())  # torch is loaded now: the answer stands as it was, nothing is changed
+"""
+
+
+@pytest.mark.skipif(not kernel_offers_huge_pages(), reason="the kernel offers no transparent huge pages")
+def test_huge_pages_back_a_worker_threads_tensors_when_asked_before_torch_loads() -> None:
+    """What made the VapourSynth filter's 720p frame 51 s instead of 79 s (README, Speed)."""
+    import os
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    seen = {
+        mode: subprocess.run(
+            [sys.executable, "-c", _HUGE_PAGES_ON_A_WORKER_THREAD, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.split()
+        for mode in ("default", "asked")
+    }
+    assert seen == {"default": ["-", "False", "False"], "asked": ["True", "True", "True"]}
+    refused = subprocess.run(
+        [sys.executable, "-c", _HUGE_PAGES_ON_A_WORKER_THREAD, "asked"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "THP_MEM_ALLOC_ENABLE": "0"},
+    )
+    assert refused.stdout.split() == ["False", "False", "False"]  # the user's setting wins
