@@ -207,7 +207,8 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
             what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
             click.echo(f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)", err=True)
         else:
-            click.echo(f"{summary.destination}: {w}x{h}, image, {summary.seconds:.1f} s", err=True)
+            what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
+            click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s", err=True)
 
 
 def _upscale_folder(

@@ -18,6 +18,7 @@ import av
 import av.error
 import numpy as np
 
+from .animation import write_animation
 from .errors import InputError, OptionError
 from .video import (
     DecodedFrame,
@@ -44,13 +45,13 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif")
 # Still-image formats with an alpha channel.
-ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif")
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif")
 
 
 def is_image_path(path: str | Path) -> bool:
-    """True when the file name has a still-image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif)."""
+    """True when the file name has an image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif, .gif)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -159,9 +160,10 @@ def write_image(
     """Write H x W x 3 RGB (or H x W x 4 RGBA) uint8/uint16 to ``path`` in the format its suffix names.
 
     uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). Alpha is kept where the format has it
-    (:data:`ALPHA_SUFFIXES`) and dropped with a warning elsewhere. ``tags`` (from :func:`read_photo_tags`) are
-    written where the format holds them, the EXIF pixel dimensions set to this image's; ``warn`` hears what
-    could not be (an ICC profile in BMP, any tag in 16-bit TIFF).
+    (:data:`ALPHA_SUFFIXES`; GIF's is one bit, see :func:`elan_video.animation.write_animation`) and dropped
+    with a warning elsewhere. ``tags`` (from :func:`read_photo_tags`) are written where the format holds them,
+    the EXIF pixel dimensions set to this image's; ``warn`` hears what could not be (an ICC profile in BMP or
+    GIF, any tag in 16-bit TIFF).
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -203,6 +205,9 @@ def write_image(
             warn(f"{p.name}: the source's EXIF ({len(exif)} bytes) does not fit a JPEG segment; not written")
     elif tags.icc_profile or exif:
         warn(f"{p.name}: {fmt} cannot hold the source's ICC profile and EXIF; not written")
+    if fmt == "GIF":  # one-bit transparency and a palette, as for an animation's pictures
+        write_animation(p, [image], durations_ms=[0], loop=None)
+        return
     Image.fromarray(np.ascontiguousarray(image)).save(p, format=fmt, **options)
 
 

@@ -27,6 +27,7 @@ import av
 import numpy as np
 import torch
 
+from .animation import ANIMATION_SUFFIXES, read_animation, write_animation
 from .arch import ELAN
 from .errors import InputError, OptionError
 from .image import (
@@ -242,7 +243,8 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{dst}: output is the input file; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
-    if is_image_path(src) != is_image_path(dst):
+    # FFmpeg reads a GIF as a video too, so a GIF source may go to either.
+    if is_image_path(src) != is_image_path(dst) and not (src.suffix.lower() == ".gif" and not is_image_path(dst)):
         kind = ("an image", "a video") if is_image_path(src) else ("a video", "an image")
         raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
 
@@ -302,6 +304,60 @@ def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
     return _grey(up(_as_grey_picture(alpha)))
 
 
+def _upscale_still(
+    src: Path, dst: Path, up: Upscaler, *, outscale: float | None, warn: Callable[[str], None]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Upscale one picture (with its alpha, ICC profile and EXIF) into ``dst``; ((w, h) in, (w, h) out)."""
+    image = read_image(src)
+    result = up(image)
+    alpha = read_alpha(src)
+    if alpha is not None and dst.suffix.lower() in ALPHA_SUFFIXES:
+        result = np.dstack([result, _upscale_alpha(up, alpha)])
+    elif alpha is not None:
+        warn(f"{dst.name}: {dst.suffix} has no alpha channel; the transparency of {src} is dropped")
+    result = _outscaled(result, image.shape, outscale)
+    with _temporary_output(dst) as tmp, _refusals_named(dst):
+        write_image(tmp, result, tags=read_photo_tags(src), warn=warn)
+    return (image.shape[1], image.shape[0]), (result.shape[1], result.shape[0])
+
+
+def _upscale_animation(
+    src: Path,
+    dst: Path,
+    up: Upscaler,
+    *,
+    outscale: float | None,
+    progress: ProgressCallback | None,
+    warn: Callable[[str], None],
+) -> tuple[tuple[tuple[int, int], tuple[int, int]], int]:
+    """Upscale every picture of an animated image into the animation ``dst``, keeping each one's duration,
+    the loop count and the ICC profile; (((w, h) in, (w, h) out), pictures)."""
+    animation = read_animation(src)
+    results = []
+    for done, picture in enumerate(animation.frames, start=1):
+        result = up(np.ascontiguousarray(picture[..., :3]))
+        if picture.shape[2] == 4:
+            result = np.dstack([result, _upscale_alpha(up, picture[..., 3])])
+        results.append(_outscaled(result, picture.shape, outscale))
+        if progress is not None:
+            progress(done, len(animation.frames))
+    icc_profile = read_photo_tags(src).icc_profile
+    if icc_profile and dst.suffix.lower() == ".gif":
+        warn(f"{dst.name}: GIF cannot hold the source's ICC profile; not written")
+    with _temporary_output(dst) as tmp, _refusals_named(dst):
+        write_animation(tmp, results, durations_ms=animation.durations_ms, loop=animation.loop, icc_profile=icc_profile)
+    shape, out = animation.frames[0].shape, results[0].shape
+    return ((shape[1], shape[0]), (out[1], out[0])), len(results)
+
+
+def _outscaled(result: np.ndarray, source_shape: tuple[int, ...], outscale: float | None) -> np.ndarray:
+    """The network's output resized to ``outscale`` times the source's size (unchanged without outscale)."""
+    if outscale is None:
+        return result
+    h, w = source_shape[:2]
+    return resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
+
+
 def _make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
     if isinstance(model, Upscaler):
         if model.scale != scale:
@@ -339,7 +395,9 @@ def upscale_video(
 
     Every frame is decoded to RGB (uint8, or uint16 for > 8-bit sources) with the source's colour matrix and
     range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
-    (re-encoded or dropped with a warning when the output container refuses the codec).
+    (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG
+    or WebP written to .gif, .png or .webp has every picture upscaled, with its timing (see
+    :mod:`elan_video.animation`); to other image formats, only its first.
 
     model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for
     ``elan-light-x{scale}``. device/precision/backend/tile/tile_overlap/batch: see :class:`Upscaler`.
@@ -383,7 +441,7 @@ def upscale_video(
         "tile_overlap": tile_overlap,
         "batch": batch,
     }
-    if is_image_path(src_path):
+    if is_image_path(dst_path):  # a GIF source may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
             codec=codec,
@@ -394,32 +452,26 @@ def upscale_video(
             end=end,
             deinterlace=deinterlace,
         )
-        image = read_image(src_path)
         frames = frame_count(src_path)
-        if frames > 1:
-            warn(f"{src_path}: an animation of {frames} pictures; only the first is upscaled")
         up = _make_upscaler(model, scale=scale, **model_options)
-        result = up(image)
-        alpha = read_alpha(src_path)
-        if alpha is not None and dst_path.suffix.lower() in ALPHA_SUFFIXES:
-            result = np.dstack([result, _upscale_alpha(up, alpha)])
-        elif alpha is not None:
-            warn(f"{dst_path.name}: {dst_path.suffix} has no alpha channel; the transparency of {src_path} is dropped")
-        if outscale is not None:
-            h, w = image.shape[:2]
-            result = resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
-        with _temporary_output(dst_path) as tmp, _refusals_named(dst_path):
-            write_image(tmp, result, tags=read_photo_tags(src_path), warn=warn)
-        if progress is not None:
-            progress(1, 1)
-        h, w = image.shape[:2]
+        if frames > 1 and dst_path.suffix.lower() in ANIMATION_SUFFIXES:
+            shapes, count = _upscale_animation(src_path, dst_path, up, outscale=outscale, progress=progress, warn=warn)
+        else:
+            if frames > 1:
+                warn(
+                    f"{src_path}: an animation of {frames} pictures; only the first is upscaled"
+                    f" ({', '.join(ANIMATION_SUFFIXES)} outputs keep them all)"
+                )
+            shapes, count = _upscale_still(src_path, dst_path, up, outscale=outscale, warn=warn), 1
+            if progress is not None:
+                progress(1, 1)
         return VideoSummary(
             source=src_path,
             destination=dst_path,
-            frames=1,
+            frames=count,
             frames_lost=0,
-            input_size=(w, h),
-            output_size=(result.shape[1], result.shape[0]),
+            input_size=shapes[0],
+            output_size=shapes[1],
             codec=None,
             pix_fmt=None,
             seconds=time.perf_counter() - began,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, shared_path
-from video_clips import make_audio_only, make_clip, make_interlaced_clip, tiny_checkpoint, video_frames
+from video_clips import make_audio_only, make_clip, make_interlaced_clip, pattern, tiny_checkpoint, video_frames
 
 from elan_video.checkpoint import load_model
 from elan_video.cli import main
@@ -111,6 +111,18 @@ def test_a_time_range_upscales_only_that_part(tmp_path: Path) -> None:
     assert code == 1
     one_error_line(err, "end must be after start")
     assert not (tmp_path / "none.mp4").exists()
+
+
+def test_an_animated_gif_stays_an_animation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pictures = [Image.fromarray(pattern(i, 20, 12)) for i in range(3)]
+    pictures[0].save(tmp_path / "anim.gif", save_all=True, append_images=pictures[1:], duration=70, loop=0)
+    code, _, err = run(tmp_path / "anim.gif", tmp_path / "big.gif", *fast(tmp_path))
+    assert code == 0, err
+    assert "big.gif: 40x24, animation of 3 pictures" in err
+    with Image.open(tmp_path / "big.gif") as image:
+        assert (image.size, image.n_frames, image.info["duration"], image.info["loop"]) == ((40, 24), 3, 70, 0)
 
 
 def _photo_folder(folder: Path) -> Path:

@@ -401,7 +401,7 @@ def test_an_animated_image_says_only_its_first_picture_is_upscaled(tmp_path: Pat
     pictures = [Image.fromarray(pattern(i, 20, 12)) for i in range(3)]
     pictures[0].save(tmp_path / "anim.png", save_all=True, append_images=pictures[1:], duration=100)
     with pytest.warns(VideoWarning, match="an animation of 3 pictures; only the first is upscaled"):
-        summary = upscale_video(tmp_path / "anim.png", tmp_path / "out.png", model=up2)
+        summary = upscale_video(tmp_path / "anim.png", tmp_path / "out.jpg", model=up2)
     assert summary.output_size == (40, 24)
     # A camera JPEG carrying a preview picture (MPF) is one photograph, not an animation.
     Image.fromarray(pattern(0, 20, 12)).save(

@@ -1,0 +1,125 @@
+"""Animated images (APNG, GIF, animated WebP): every picture upscaled, timing, loop and transparency kept."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_elan
+from PIL import Image
+from video_clips import pattern
+
+from elan_video.animation import read_animation, write_animation
+from elan_video.errors import OptionError
+from elan_video.pipeline import upscale_video
+from elan_video.upscaler import Upscaler
+from elan_video.video import VideoWarning, probe
+
+
+@pytest.fixture(scope="module")
+def up2() -> Upscaler:
+    return Upscaler(tiny_elan(2), scale=2, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def bundled2() -> Upscaler:
+    """The trained x2 network: a transparent block stays transparent only through a network that upscales."""
+    return Upscaler("elan-light-x2", scale=2, device="cpu", precision="fp32")
+
+
+def _save(path: Path, pictures: list[np.ndarray], **options: object) -> None:
+    images = [Image.fromarray(p) for p in pictures]
+    images[0].save(path, save_all=True, append_images=images[1:], **options)
+
+
+def _with_hole(picture: np.ndarray, index: int) -> np.ndarray:
+    """RGBA: opaque, except a transparent 8 x 8 block at the top left of odd pictures."""
+    alpha = np.full(picture.shape[:2], 255, np.uint8)
+    if index % 2:
+        alpha[:8, :8] = 0
+    return np.dstack([picture, alpha])
+
+
+def test_apng_keeps_every_picture_its_durations_and_loop(tmp_path: Path, up2: Upscaler) -> None:
+    pictures = [pattern(i, 20, 12) for i in range(3)]
+    _save(tmp_path / "anim.png", pictures, duration=[100, 200, 300], loop=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        summary = upscale_video(tmp_path / "anim.png", tmp_path / "out.png", model=up2)
+    assert (summary.frames, summary.input_size, summary.output_size) == (3, (20, 12), (40, 24))
+    out = read_animation(tmp_path / "out.png")
+    assert out.durations_ms == [100, 200, 300] and out.loop == 2
+    for got, picture in zip(out.frames, pictures, strict=True):
+        np.testing.assert_array_equal(got, up2(picture))  # PNG is lossless: exactly the network's pictures
+
+
+def test_gif_keeps_its_transparency_and_plays_once_when_it_did(tmp_path: Path, bundled2: Upscaler) -> None:
+    pictures = [_with_hole(pattern(i, 24, 16), i) for i in range(3)]
+    _save(tmp_path / "anim.gif", pictures, duration=[40, 80, 120], disposal=2, optimize=False)
+    source = read_animation(tmp_path / "anim.gif")
+    assert source.loop is None and source.frames[0].shape == (16, 24, 4)  # no loop extension: plays once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        upscale_video(tmp_path / "anim.gif", tmp_path / "out.gif", model=bundled2)
+    out = read_animation(tmp_path / "out.gif")
+    assert len(out.frames) == 3 and out.durations_ms == [40, 80, 120] and out.loop is None
+    for index, (got, picture) in enumerate(zip(out.frames, source.frames, strict=True)):
+        assert got.shape == (32, 48, 4)
+        hole = got[2:14, 2:14, 3]  # inside the upscaled 16 x 16 block, away from its soft edge
+        assert (hole == 0).all() if index % 2 else (hole == 255).all()
+        assert (got[20:, 20:, 3] == 255).all()
+        want = bundled2(np.ascontiguousarray(picture[..., :3])).astype(int)
+        opaque = got[..., 3] == 255
+        # GIF's 256-colour palette, chosen per picture: close, not exact.
+        assert np.abs(got[..., :3].astype(int) - want)[opaque].mean() < 6
+
+
+def test_animated_webp_becomes_an_animated_gif(tmp_path: Path, up2: Upscaler) -> None:
+    pictures = [pattern(i, 20, 12) for i in range(4)]
+    _save(tmp_path / "anim.webp", pictures, duration=50, loop=0, lossless=True)
+    summary = upscale_video(tmp_path / "anim.webp", tmp_path / "out.gif", model=up2, outscale=1.5)
+    out = read_animation(tmp_path / "out.gif")
+    assert summary.frames == 4 and summary.output_size == (30, 18)
+    assert [f.shape for f in out.frames] == [(18, 30, 3)] * 4
+    assert out.durations_ms == [50] * 4 and out.loop == 0
+
+
+def test_an_animation_written_to_a_still_format_keeps_its_first_picture(tmp_path: Path, up2: Upscaler) -> None:
+    pictures = [pattern(i, 20, 12) for i in range(3)]
+    _save(tmp_path / "anim.png", pictures, duration=100)
+    with pytest.warns(VideoWarning, match=r"only the first is upscaled \(.gif, .png, .webp outputs keep them all\)"):
+        summary = upscale_video(tmp_path / "anim.png", tmp_path / "first.bmp", model=up2)
+    assert summary.frames == 1
+    with Image.open(tmp_path / "first.bmp") as image:
+        np.testing.assert_array_equal(np.asarray(image), up2(pictures[0]))
+
+
+def test_a_still_gif_goes_to_png_and_back_with_its_transparency(tmp_path: Path, bundled2: Upscaler) -> None:
+    picture = _with_hole(pattern(0, 24, 16), 1)
+    Image.fromarray(picture).save(tmp_path / "still.gif")
+    assert upscale_video(tmp_path / "still.gif", tmp_path / "still.png", model=bundled2).frames == 1
+    with Image.open(tmp_path / "still.png") as image:
+        png = np.asarray(image)
+    assert png.shape == (32, 48, 4)
+    assert png[:12, :12, 3].max() <= 16 and png[20:, 20:, 3].min() >= 240  # 8-bit alpha, as the network gave it
+    upscale_video(tmp_path / "still.png", tmp_path / "again.gif", model=bundled2)
+    gif = read_animation(tmp_path / "again.gif").frames[0]
+    assert gif.shape == (64, 96, 4)
+    assert set(np.unique(gif[..., 3])) == {0, 255}  # GIF's transparency is one bit
+
+
+def test_a_gif_may_still_become_a_video(tmp_path: Path, up2: Upscaler) -> None:
+    _save(tmp_path / "anim.gif", [pattern(i, 20, 12) for i in range(3)], duration=100)
+    assert upscale_video(tmp_path / "anim.gif", tmp_path / "out.mp4", model=up2).frames == 3
+    assert probe(tmp_path / "out.mp4").width == 40
+
+
+def test_write_animation_refuses_what_it_cannot_write(tmp_path: Path) -> None:
+    picture = pattern(0, 8, 8)
+    with pytest.raises(OptionError, match=r"animations are written as \.gif, \.png, \.webp, not \.jpg"):
+        write_animation(tmp_path / "a.jpg", [picture], durations_ms=[10], loop=0)
+    with pytest.raises(OptionError, match="2 pictures need as many durations, got 1"):
+        write_animation(tmp_path / "a.gif", [picture, picture], durations_ms=[10], loop=0)
+    assert not list(tmp_path.iterdir())
