@@ -7,6 +7,7 @@ stay 16-bit); Pillow reads the header (EXIF orientation, ICC profile) and writes
 
 from __future__ import annotations
 
+import functools
 import struct
 import warnings
 import zlib
@@ -45,14 +46,45 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif")
+# HEIF (a phone's HEIC photo): FFmpeg sees only one tile of it, so pillow-heif decodes and writes it.
+HEIF_SUFFIXES = (".heic", ".heif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES)
 # Still-image formats with an alpha channel.
-ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif")
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES)
 
 
 def is_image_path(path: str | Path) -> bool:
-    """True when the file name has an image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif, .gif)."""
+    """True when the file name has an image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif, .gif,
+    .heic, .heif)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_heif(path: Path) -> bool:
+    return path.suffix.lower() in HEIF_SUFFIXES
+
+
+@functools.cache
+def _heif_for_pillow() -> None:
+    """Teach Pillow HEIF (once per process; imported only when a HEIF file is met)."""
+    try:
+        import pillow_heif
+    except ImportError:  # a dependency; only a broken install lacks it
+        raise InputError("HEIC/HEIF images need pillow-heif (pip install pillow-heif)") from None
+    pillow_heif.register_heif_opener()
+
+
+def _decode_heif(path: Path) -> np.ndarray:
+    """H x W x 3 (RGB) or x 4 (RGBA) uint8 of a HEIF file's primary picture, already upright: libheif applies
+    the file's rotation and mirroring, and reports the EXIF orientation as 1."""
+    from PIL import Image, UnidentifiedImageError
+
+    _heif_for_pillow()
+    try:
+        with Image.open(check_source(path)) as image:
+            mode = "RGBA" if "A" in image.mode else "RGB"
+            return np.array(image.convert(mode))  # a writable copy: torch refuses read-only arrays
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"{path}: the HEIF image cannot be decoded ({exc})") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -61,6 +93,8 @@ def read_image(path: str | Path) -> np.ndarray:
     The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, and
     :func:`read_photo_tags` reports the orientation as 1 for the image written from them.
     """
+    if _is_heif(Path(path)):
+        return np.ascontiguousarray(_decode_heif(Path(path))[..., :3])
     with VideoReader(path) as reader:
         for item in reader.items():
             if isinstance(item, DecodedFrame):
@@ -81,6 +115,10 @@ def read_alpha(path: str | Path) -> np.ndarray | None:
     """The alpha channel of a still image as H x W (uint8, or uint16 over 0..65535 where :func:`read_image`
     gives uint16), turned upright like it; None when the image has none or is fully opaque."""
     p = check_source(path)
+    if _is_heif(p):
+        picture = _decode_heif(p)
+        opaque = picture.shape[2] == 3 or int(picture[..., 3].min()) == 255
+        return None if opaque else np.ascontiguousarray(picture[..., 3])
     with _open_input(p) as container:
         stream = _main_video(container, p)
         fmt = stream.codec_context.format
@@ -119,13 +157,17 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
     cannot read it (FFmpeg decodes some files Pillow does not)."""
     from PIL import Image, UnidentifiedImageError
 
+    if _is_heif(path):
+        _heif_for_pillow()
     try:
         with warnings.catch_warnings():
             # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                # A camera JPEG's MPF pictures (previews, depth maps, stereo views) are not an animation's frames.
-                pictures = 1 if image.format == "MPO" else max(1, int(getattr(image, "n_frames", 1)))
+                # A camera JPEG's MPF pictures (previews, depth maps, stereo views) and a HEIF file's other
+                # images (bursts, edits) are not an animation's frames.
+                still = image.format in ("MPO", "HEIF")
+                pictures = 1 if still else max(1, int(getattr(image, "n_frames", 1)))
                 icc = image.info.get("icc_profile") or None
                 exif = image.getexif()
                 orientation = exif.get(0x0112, 1)
@@ -194,9 +236,12 @@ def write_image(
 
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix.lstrip(".").upper())
-    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF") else {}
-    if fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF"):
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF"}
+    fmt = formats.get(suffix, suffix.lstrip(".").upper())
+    if fmt == "HEIF":
+        _heif_for_pillow()
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF", "HEIF") else {}
+    if fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "HEIF"):
         if tags.icc_profile:
             options["icc_profile"] = tags.icc_profile
         if exif and not (fmt == "JPEG" and len(exif) > _JPEG_APP1_MAX):

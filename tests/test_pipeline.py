@@ -579,3 +579,23 @@ def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Pat
     from elan_video.image import read_image
 
     assert read_image(tmp_path / "out" / "demo_side_by_side.png").shape == (360, 966, 3)
+
+
+def test_a_heic_photo_is_upscaled_to_png_and_a_png_to_heic(tmp_path: Path, up2: Upscaler) -> None:
+    from PIL import Image
+
+    from elan_video.image import read_alpha, read_image, write_image
+
+    rgba = np.dstack([pattern(0, 20, 12), np.full((12, 20), 255, np.uint8)])
+    rgba[:6, :6, 3] = 0
+    write_image(tmp_path / "IMG_0001.HEIC", rgba)
+    summary = upscale_video(tmp_path / "IMG_0001.HEIC", tmp_path / "big.png", model=up2)
+    assert summary.output_size == (40, 24)
+    with Image.open(tmp_path / "big.png") as image:
+        assert image.mode == "RGBA"
+        got = np.asarray(image)
+    source = read_image(tmp_path / "IMG_0001.HEIC")
+    np.testing.assert_array_equal(got[..., :3], up2(source))
+    upscale_video(tmp_path / "big.png", tmp_path / "bigger.heic", model=up2)
+    assert read_image(tmp_path / "bigger.heic").shape == (48, 80, 3)
+    assert read_alpha(tmp_path / "bigger.heic") is not None
