@@ -6,6 +6,7 @@ upscaled alone; writing them back as full frames lets Pillow choose its own fram
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,15 @@ def read_animation(path: str | Path) -> Animation:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            loop = image.info.get("loop")
-            pictures, durations = [], []
-            for frame in ImageSequence.Iterator(image):
-                pictures.append(np.asarray(frame.convert("RGBA")))
-                durations.append(round(float(frame.info.get("duration") or 0)))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoded on purpose, frame by frame
+            with Image.open(path) as image:
+                loop = image.info.get("loop")
+                pictures, durations = [], []
+                for frame in ImageSequence.Iterator(image):
+                    pictures.append(np.asarray(frame.convert("RGBA")))
+                    durations.append(round(float(frame.info.get("duration") or 0)))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: the animation cannot be decoded ({exc})") from None
     if any(int(p[..., 3].min()) < 255 for p in pictures):
         frames = [np.ascontiguousarray(p) for p in pictures]

@@ -2,7 +2,8 @@
 
 Pictures cross this module's boundary as H x W x 3 RGB (or H x W x 4 RGBA) numpy arrays, uint8 or uint16 over the
 full 0..65535 range, like video frames in :mod:`elan_video.video`. Decoding goes through FFmpeg (16-bit PNG and TIFF
-stay 16-bit); Pillow reads the header (EXIF orientation, ICC profile) and writes the 8-bit formats.
+stay 16-bit), HEIC/HEIF through pillow-heif; Pillow reads the header (EXIF orientation, ICC profile) and writes the
+8-bit formats.
 """
 
 from __future__ import annotations
@@ -80,15 +81,18 @@ def _decode_heif(path: Path) -> np.ndarray:
 
     _heif_for_pillow()
     try:
-        with Image.open(check_source(path)) as image:
-            mode = "RGBA" if "A" in image.mode else "RGB"
-            return np.array(image.convert(mode))  # a writable copy: torch refuses read-only arrays
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # A large panorama is a photograph, not the decompression bomb Pillow warns about.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(check_source(path)) as image:
+                mode = "RGBA" if "A" in image.mode else "RGB"
+                return np.array(image.convert(mode))  # a writable copy: torch refuses read-only arrays
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: the HEIF image cannot be decoded ({exc})") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF.
+    """Decode a still image to H x W x 3 RGB: uint8, or uint16 (0..65535) for 16-bit PNG/TIFF (HEIC: 8 bits).
 
     The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, and
     :func:`read_photo_tags` reports the orientation as 1 for the image written from them.
