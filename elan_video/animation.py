@@ -1,4 +1,4 @@
-"""Animated images (GIF, APNG, animated WebP) as whole pictures with their timing, read and written with Pillow.
+"""Animated images (GIF, APNG, animated WebP and AVIF) as whole pictures with their timing, through Pillow.
 
 Pillow composes every frame onto the full canvas (disposal and blending applied), so each picture can be
 upscaled alone; writing them back as full frames lets Pillow choose its own frame differences.
@@ -18,8 +18,8 @@ from .errors import InputError, OptionError
 __all__ = ["ANIMATION_SUFFIXES", "Animation", "read_animation", "write_animation"]
 
 # Image formats that hold more than one picture and that Pillow writes as an animation.
-ANIMATION_SUFFIXES = (".gif", ".png", ".webp")
-_FORMATS = {".gif": "GIF", ".png": "PNG", ".webp": "WEBP"}
+ANIMATION_SUFFIXES = (".gif", ".png", ".webp", ".avif")
+_FORMATS = {".gif": "GIF", ".png": "PNG", ".webp": "WEBP", ".avif": "AVIF"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Animation:
 
 
 def read_animation(path: str | Path) -> Animation:
-    """Every picture of an animated GIF, APNG or WebP, composed onto the canvas; see :class:`Animation`."""
+    """Every picture of an animated GIF, APNG, WebP or AVIF, composed onto the canvas; see :class:`Animation`."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
@@ -67,11 +67,11 @@ def write_animation(
     loop: int | None,
     icc_profile: bytes | None = None,
 ) -> None:
-    """Write equal-sized H x W x 3 or x 4 uint8 pictures as an animated GIF, PNG (APNG) or WebP.
+    """Write equal-sized H x W x 3 or x 4 uint8 pictures as an animated GIF, PNG (APNG), WebP or AVIF.
 
     durations_ms and loop as in :class:`Animation`. GIF's transparency is one bit: alpha below 128 becomes
-    transparent, the rest opaque, and its 256-colour palette is chosen per frame by Pillow. WebP is lossy at
-    quality 95, as for still images; ``icc_profile`` is written to PNG and WebP (GIF has no room for it).
+    transparent, the rest opaque, and its 256-colour palette is chosen per frame by Pillow. WebP and AVIF are
+    lossy at quality 95, as for still images; ``icc_profile`` is written where the format has room (not GIF).
     """
     from PIL import Image
 
@@ -90,7 +90,7 @@ def write_animation(
     options: dict[str, object] = {"save_all": True, "append_images": pictures[1:], "duration": list(durations_ms)}
     if loop is not None:
         options["loop"] = loop
-    if fmt == "WEBP":
+    if fmt in ("WEBP", "AVIF"):
         options["quality"] = 95
     if fmt == "GIF" and frames[0].shape[2] == 4:
         # Each frame is the whole canvas: clear the previous one first, or its pixels show through where this

@@ -395,8 +395,8 @@ def upscale_video(
 
     Every frame is decoded to RGB (uint8, or uint16 for > 8-bit sources) with the source's colour matrix and
     range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
-    (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG
-    or WebP written to .gif, .png or .webp has every picture upscaled, with its timing (see
+    (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG,
+    WebP or AVIF written to .gif, .png, .webp or .avif has every picture upscaled, with its timing (see
     :mod:`elan_video.animation`); to other image formats, only its first.
 
     model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for

@@ -1,4 +1,4 @@
-"""Animated images (APNG, GIF, animated WebP): every picture upscaled, timing, loop and transparency kept."""
+"""Animated images (APNG, GIF, animated WebP and AVIF): every picture upscaled, timing, loop and transparency kept."""
 
 from __future__ import annotations
 
@@ -86,10 +86,21 @@ def test_animated_webp_becomes_an_animated_gif(tmp_path: Path, up2: Upscaler) ->
     assert out.durations_ms == [50] * 4 and out.loop == 0
 
 
+def test_an_apng_with_transparency_becomes_an_animated_avif(tmp_path: Path, bundled2: Upscaler) -> None:
+    pictures = [_with_hole(pattern(i, 24, 16), i) for i in range(3)]
+    _save(tmp_path / "anim.png", pictures, duration=[30, 40, 50])
+    assert upscale_video(tmp_path / "anim.png", tmp_path / "out.avif", model=bundled2).frames == 3
+    out = read_animation(tmp_path / "out.avif")
+    assert [f.shape for f in out.frames] == [(32, 48, 4)] * 3 and out.durations_ms == [30, 40, 50]
+    assert out.frames[1][:12, :12, 3].max() <= 16 and out.frames[0][:12, :12, 3].min() >= 240
+
+
 def test_an_animation_written_to_a_still_format_keeps_its_first_picture(tmp_path: Path, up2: Upscaler) -> None:
     pictures = [pattern(i, 20, 12) for i in range(3)]
     _save(tmp_path / "anim.png", pictures, duration=100)
-    with pytest.warns(VideoWarning, match=r"only the first is upscaled \(.gif, .png, .webp outputs keep them all\)"):
+    with pytest.warns(
+        VideoWarning, match=r"only the first is upscaled \(.gif, .png, .webp, .avif outputs keep them all\)"
+    ):
         summary = upscale_video(tmp_path / "anim.png", tmp_path / "first.bmp", model=up2)
     assert summary.frames == 1
     with Image.open(tmp_path / "first.bmp") as image:
@@ -118,7 +129,7 @@ def test_a_gif_may_still_become_a_video(tmp_path: Path, up2: Upscaler) -> None:
 
 def test_write_animation_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     picture = pattern(0, 8, 8)
-    with pytest.raises(OptionError, match=r"animations are written as \.gif, \.png, \.webp, not \.jpg"):
+    with pytest.raises(OptionError, match=r"animations are written as \.gif, \.png, \.webp, \.avif, not \.jpg"):
         write_animation(tmp_path / "a.jpg", [picture], durations_ms=[10], loop=0)
     with pytest.raises(OptionError, match="2 pictures need as many durations, got 1"):
         write_animation(tmp_path / "a.gif", [picture, picture], durations_ms=[10], loop=0)
