@@ -32,7 +32,7 @@ __all__ = [
     "read_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp")
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp", ".avif", ".heic", ".heif")
 _KERNEL_WIDTH = 4.0  # support of the Keys cubic, in input pixels at scale 1
 DEGRADATIONS = ("patch", "image")
 
@@ -132,6 +132,10 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8: H x W for grayscale files, H x W x 3 RGB otherwise."""
     from PIL import Image, UnidentifiedImageError
 
+    if Path(path).suffix.lower() in (".heic", ".heif"):
+        from .image import pillow_reads_heif
+
+        pillow_reads_heif()
     try:
         with Image.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -65,8 +65,9 @@ def _is_heif(path: Path) -> bool:
 
 
 @functools.cache
-def _heif_for_pillow() -> None:
-    """Teach Pillow HEIF (once per process; imported only when a HEIF file is met)."""
+def pillow_reads_heif() -> None:
+    """Teach Pillow HEIC/HEIF through pillow-heif (once per process; call it only when such a file is met, so
+    pillow-heif is imported only then)."""
     try:
         import pillow_heif
     except ImportError:  # a dependency; only a broken install lacks it
@@ -79,7 +80,7 @@ def _decode_heif(path: Path) -> np.ndarray:
     the file's rotation and mirroring, and reports the EXIF orientation as 1."""
     from PIL import Image, UnidentifiedImageError
 
-    _heif_for_pillow()
+    pillow_reads_heif()
     try:
         with warnings.catch_warnings():
             # A large panorama is a photograph, not the decompression bomb Pillow warns about.
@@ -162,7 +163,7 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
     from PIL import Image, UnidentifiedImageError
 
     if _is_heif(path):
-        _heif_for_pillow()
+        pillow_reads_heif()
     try:
         with warnings.catch_warnings():
             # Only the header is read; Pillow's pixel-count guard is about decoding, which FFmpeg does here.
@@ -243,7 +244,7 @@ def write_image(
     formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF"}
     fmt = formats.get(suffix, suffix.lstrip(".").upper())
     if fmt == "HEIF":
-        _heif_for_pillow()
+        pillow_reads_heif()
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF", "HEIF") else {}
     if fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF", "HEIF"):
         if tags.icc_profile:

@@ -114,3 +114,19 @@ def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
         rgb_to_y(a), rgb_to_y(b), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
     )
     assert ssim(a, b) == pytest.approx(expected, abs=1e-9)
+
+
+def test_heic_and_avif_photos_can_be_scored(tmp_path: Path) -> None:
+    """A folder of phone photos (HEIC) or AVIF files is listed and read for eval like any other."""
+    from video_clips import pattern
+
+    from elan_video.image import write_image
+
+    picture = pattern(0, 24, 16)
+    write_image(tmp_path / "IMG_0002.HEIC", picture)
+    write_image(tmp_path / "c.avif", picture)
+    assert [p.name for p in list_images(tmp_path)] == ["IMG_0002.HEIC", "c.avif"]
+    for name in ("IMG_0002.HEIC", "c.avif"):
+        got = read_image(tmp_path / name)
+        assert got.shape == (16, 24, 3) and got.dtype == np.uint8
+        assert psnr(got, picture) > 25  # lossy codecs: the same picture, not its bits
