@@ -71,9 +71,10 @@ _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", 
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
 _IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
 _AVDISCARD_ALL = 48
-# Output widths at which the x265 4.3 in PyAV's wheel corrupts its heap and aborts (found by encoding here:
-# 40, 56 and 64-352 in steps of 8 work; 48 aborts at any height and depth).
-_X265_BAD_WIDTHS = frozenset({48})
+# At output widths up to this, the x265 4.3 in PyAV's wheel writes past its CU-tree buffers (valgrind: widths
+# 24-48 at any height, 8 and 10 bits; 50 and up clean) and at 48 aborts the process ("corrupted size vs.
+# prev_size", 2 runs in 3 of 30 frames); with cutree=0 valgrind reports nothing and 6 runs in 6 pass.
+_X265_MAX_WIDTH_WITHOUT_CUTREE = 48
 # AVColorTransferCharacteristic of HDR video: SMPTE ST 2084 (PQ, HDR10) and ARIB STD-B67 (HLG).
 _HDR_TRANSFERS = (16, 18)
 # AVFieldOrder values of interlaced streams (TT, BB, TB, BT); 0 is unknown, 1 progressive.
@@ -821,8 +822,6 @@ def plan_encoder(
             options["b"] = "0"  # constant quality rather than quality capped by the 200 kb/s default bit rate
     if enc.name in ("libvpx-vp9", "libvpx"):
         options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
-    if enc.name == "libx265":
-        options["x265-params"] = ":".join(["log-level=error", *_x265_hdr_params(info)])
     if preset is not None:
         if enc.name not in _PRESET_CODECS:
             raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
@@ -843,12 +842,11 @@ def plan_encoder(
         if even:
             pad = (width % 2, height % 2)
     keeps_alpha = info.alpha and _has_alpha(out_fmt)
-    if enc.name == "libx265" and width + pad[0] in _X265_BAD_WIDTHS:
-        # Refused here because the encoder aborts the whole process, temporary file and all.
-        raise OptionError(
-            f"libx265 crashes on pictures {width + pad[0]} pixels wide (a bug of the bundled x265); "
-            "choose another --codec or --scale"
-        )
+    if enc.name == "libx265":
+        params = ["log-level=error", *_x265_hdr_params(info)]
+        if width + pad[0] <= _X265_MAX_WIDTH_WITHOUT_CUTREE:
+            params.append("cutree=0")  # a narrow picture: see _X265_MAX_WIDTH_WITHOUT_CUTREE
+        options["x265-params"] = ":".join(params)
     return EncoderPlan(
         codec=enc.name,
         pix_fmt=pix_fmt,
