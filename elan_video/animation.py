@@ -80,6 +80,13 @@ def write_animation(
         raise OptionError(f"{path}: animations are written as {', '.join(ANIMATION_SUFFIXES)}, not {suffix}")
     if not frames or len(frames) != len(durations_ms):
         raise OptionError(f"{len(frames)} pictures need as many durations, got {len(durations_ms)}")
+    first = frames[0]
+    for frame in frames:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.shape != first.shape:
+            raise OptionError(
+                f"animation pictures must all be H x W x 3 or x 4 uint8 of one size; got {frame.dtype} {frame.shape}"
+                f" beside {first.dtype} {first.shape}"
+            )
     fmt = _FORMATS[suffix]
     pictures = []
     for frame in frames:

@@ -133,4 +133,8 @@ def test_write_animation_refuses_what_it_cannot_write(tmp_path: Path) -> None:
         write_animation(tmp_path / "a.jpg", [picture], durations_ms=[10], loop=0)
     with pytest.raises(OptionError, match="2 pictures need as many durations, got 1"):
         write_animation(tmp_path / "a.gif", [picture, picture], durations_ms=[10], loop=0)
+    with pytest.raises(OptionError, match="must all be H x W x 3 or x 4 uint8 of one size"):
+        write_animation(tmp_path / "a.gif", [picture, picture[:4]], durations_ms=[10, 10], loop=0)
+    with pytest.raises(OptionError, match="uint16"):
+        write_animation(tmp_path / "a.png", [picture.astype(np.uint16)], durations_ms=[10], loop=0)
     assert not list(tmp_path.iterdir())
