@@ -243,10 +243,16 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{dst}: output is the input file; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
-    # FFmpeg reads a GIF as a video too, so a GIF source may go to either.
-    if is_image_path(src) != is_image_path(dst) and not (src.suffix.lower() == ".gif" and not is_image_path(dst)):
+    if is_image_path(src) != is_image_path(dst) and not (is_image_path(src) and _plays_as_video(src)):
         kind = ("an image", "a video") if is_image_path(src) else ("a video", "an image")
         raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
+
+
+def _plays_as_video(src: Path) -> bool:
+    """Whether FFmpeg decodes the image file ``src`` as a video with timestamps, so that it may be written to one:
+    any GIF, and an animated PNG or WebP (FFmpeg reads only the first picture of an AVIF sequence)."""
+    suffix = src.suffix.lower()
+    return suffix == ".gif" or (suffix in (".png", ".webp") and frame_count(src) > 1)
 
 
 def check_image_options(source: Path, **video_options: object) -> None:
@@ -397,7 +403,8 @@ def upscale_video(
     range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
     (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG,
     WebP or AVIF written to .gif, .png, .webp or .avif has every picture upscaled, with its timing (see
-    :mod:`elan_video.animation`); to other image formats, only its first.
+    :mod:`elan_video.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
+    only), every picture at its timestamp, through FFmpeg.
 
     model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for
     ``elan-light-x{scale}``. device/precision/backend/tile/tile_overlap/batch: see :class:`Upscaler`.
@@ -441,7 +448,7 @@ def upscale_video(
         "tile_overlap": tile_overlap,
         "batch": batch,
     }
-    if is_image_path(dst_path):  # a GIF source may also go to a video: FFmpeg reads it as one
+    if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
             codec=codec,

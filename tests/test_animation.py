@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_elan
 from PIL import Image
-from video_clips import pattern
+from video_clips import pattern, video_frames
 
 from elan_video.animation import read_animation, write_animation
 from elan_video.errors import OptionError
@@ -121,10 +121,23 @@ def test_a_still_gif_goes_to_png_and_back_with_its_transparency(tmp_path: Path, 
     assert set(np.unique(gif[..., 3])) == {0, 255}  # GIF's transparency is one bit
 
 
-def test_a_gif_may_still_become_a_video(tmp_path: Path, up2: Upscaler) -> None:
-    _save(tmp_path / "anim.gif", [pattern(i, 20, 12) for i in range(3)], duration=100)
-    assert upscale_video(tmp_path / "anim.gif", tmp_path / "out.mp4", model=up2).frames == 3
-    assert probe(tmp_path / "out.mp4").width == 40
+@pytest.mark.parametrize("name", ["anim.gif", "anim.png", "anim.webp"])
+def test_an_animation_may_become_a_video_with_its_timestamps(tmp_path: Path, up2: Upscaler, name: str) -> None:
+    pictures = [pattern(i, 20, 12) for i in range(3)]
+    _save(tmp_path / name, pictures, duration=[100, 200, 300], **({"lossless": True} if name.endswith("webp") else {}))
+    summary = upscale_video(tmp_path / name, tmp_path / "out.mkv", model=up2, codec="ffv1", pix_fmt="gbrp")
+    assert summary.frames == 3 and probe(tmp_path / "out.mkv").width == 40
+    written = video_frames(tmp_path / "out.mkv")
+    assert [t for t, _ in written] == pytest.approx([0.0, 0.1, 0.3])
+    if not name.endswith("gif"):  # lossless sources: exactly the network's pictures (GIF's palette is not)
+        for (_, got), picture in zip(written, pictures, strict=True):
+            np.testing.assert_array_equal(got, up2(picture))
+
+
+def test_a_still_png_does_not_become_a_video(tmp_path: Path, up2: Upscaler) -> None:
+    Image.fromarray(pattern(0, 20, 12)).save(tmp_path / "still.png")
+    with pytest.raises(OptionError, match=r"still\.png is an image but .*out\.mp4 names a video"):
+        upscale_video(tmp_path / "still.png", tmp_path / "out.mp4", model=up2)
 
 
 def test_write_animation_refuses_what_it_cannot_write(tmp_path: Path) -> None:
