@@ -100,10 +100,15 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     if _is_heif(Path(path)):
         return np.ascontiguousarray(_decode_heif(Path(path))[..., :3])
-    with VideoReader(path) as reader:
-        for item in reader.items():
-            if isinstance(item, DecodedFrame):
-                return _upright(item.image, _photo_header(Path(path))[0])
+    try:
+        with VideoReader(path) as reader:
+            for item in reader.items():
+                if isinstance(item, DecodedFrame):
+                    return _upright(item.image, _photo_header(Path(path))[0])
+    except InputError as exc:
+        # FFmpeg decodes images as one-frame videos; say "image", not its "video stream".
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise InputError(f"{path}: cannot be decoded as an image ({detail})") from None
     raise InputError(f"{path}: no picture could be decoded")
 
 

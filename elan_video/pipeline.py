@@ -27,7 +27,7 @@ import av
 import numpy as np
 import torch
 
-from .animation import ANIMATION_SUFFIXES, read_animation, write_animation
+from .animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
 from .arch import ELAN
 from .errors import InputError, OptionError
 from .image import (
@@ -311,10 +311,10 @@ def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
 
 
 def _upscale_still(
-    src: Path, dst: Path, up: Upscaler, *, outscale: float | None, warn: Callable[[str], None]
+    src: Path, dst: Path, up: Upscaler, image: np.ndarray, *, outscale: float | None, warn: Callable[[str], None]
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Upscale one picture (with its alpha, ICC profile and EXIF) into ``dst``; ((w, h) in, (w, h) out)."""
-    image = read_image(src)
+    """Upscale ``image`` (read from ``src``; with its alpha, ICC profile and EXIF) into ``dst``; ((w, h) in,
+    (w, h) out)."""
     result = up(image)
     alpha = read_alpha(src)
     if alpha is not None and dst.suffix.lower() in ALPHA_SUFFIXES:
@@ -331,14 +331,14 @@ def _upscale_animation(
     src: Path,
     dst: Path,
     up: Upscaler,
+    animation: Animation,
     *,
     outscale: float | None,
     progress: ProgressCallback | None,
     warn: Callable[[str], None],
 ) -> tuple[tuple[tuple[int, int], tuple[int, int]], int]:
-    """Upscale every picture of an animated image into the animation ``dst``, keeping each one's duration,
-    the loop count and the ICC profile; (((w, h) in, (w, h) out), pictures)."""
-    animation = read_animation(src)
+    """Upscale every picture of ``animation`` (read from ``src``) into the animation ``dst``, keeping each one's
+    duration, the loop count and the ICC profile; (((w, h) in, (w, h) out), pictures)."""
     results = []
     for done, picture in enumerate(animation.frames, start=1):
         result = up(np.ascontiguousarray(picture[..., :3]))
@@ -460,16 +460,22 @@ def upscale_video(
             deinterlace=deinterlace,
         )
         frames = frame_count(src_path)
-        up = _make_upscaler(model, scale=scale, **model_options)
+        # Decoded before the model loads, so that an unreadable file fails at once.
         if frames > 1 and dst_path.suffix.lower() in ANIMATION_SUFFIXES:
-            shapes, count = _upscale_animation(src_path, dst_path, up, outscale=outscale, progress=progress, warn=warn)
+            animation = read_animation(src_path)
+            up = _make_upscaler(model, scale=scale, **model_options)
+            shapes, count = _upscale_animation(
+                src_path, dst_path, up, animation, outscale=outscale, progress=progress, warn=warn
+            )
         else:
             if frames > 1:
                 warn(
                     f"{src_path}: an animation of {frames} pictures; only the first is upscaled"
                     f" ({', '.join(ANIMATION_SUFFIXES)} outputs keep them all)"
                 )
-            shapes, count = _upscale_still(src_path, dst_path, up, outscale=outscale, warn=warn), 1
+            image = read_image(src_path)
+            up = _make_upscaler(model, scale=scale, **model_options)
+            shapes, count = _upscale_still(src_path, dst_path, up, image, outscale=outscale, warn=warn), 1
             if progress is not None:
                 progress(1, 1)
         return VideoSummary(
