@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OptionError
+from .video import WarnCallback, _default_warn
 
 __all__ = ["ANIMATION_SUFFIXES", "Animation", "read_animation", "write_animation"]
 
@@ -66,12 +67,14 @@ def write_animation(
     durations_ms: Sequence[int],
     loop: int | None,
     icc_profile: bytes | None = None,
+    warn: WarnCallback | None = None,
 ) -> None:
     """Write equal-sized H x W x 3 or x 4 uint8 pictures as an animated GIF, PNG (APNG), WebP or AVIF.
 
     durations_ms and loop as in :class:`Animation`. GIF's transparency is one bit: alpha below 128 becomes
     transparent, the rest opaque, and its 256-colour palette is chosen per frame by Pillow. WebP and AVIF are
-    lossy at quality 95, as for still images; ``icc_profile`` is written where the format has room (not GIF).
+    lossy at quality 95, as for still images; ``icc_profile`` is written where the format has room, and ``warn``
+    hears where it has none (GIF).
     """
     from PIL import Image
 
@@ -103,6 +106,8 @@ def write_animation(
         # Each frame is the whole canvas: clear the previous one first, or its pixels show through where this
         # one is transparent; and Pillow's palette optimisation loses the transparent entry.
         options.update(disposal=2, optimize=False)
-    if icc_profile and fmt != "GIF":
+    if icc_profile and fmt == "GIF":
+        (warn or _default_warn)(f"{Path(path).name}: GIF cannot hold the source's ICC profile; not written")
+    elif icc_profile:
         options["icc_profile"] = icc_profile
     pictures[0].save(path, format=fmt, **options)

@@ -348,10 +348,10 @@ def _upscale_animation(
         if progress is not None:
             progress(done, len(animation.frames))
     icc_profile = read_photo_tags(src).icc_profile
-    if icc_profile and dst.suffix.lower() == ".gif":
-        warn(f"{dst.name}: GIF cannot hold the source's ICC profile; not written")
     with _temporary_output(dst) as tmp, _refusals_named(dst):
-        write_animation(tmp, results, durations_ms=animation.durations_ms, loop=animation.loop, icc_profile=icc_profile)
+        write_animation(
+            tmp, results, durations_ms=animation.durations_ms, loop=animation.loop, icc_profile=icc_profile, warn=warn
+        )
     shape, out = animation.frames[0].shape, results[0].shape
     return ((shape[1], shape[0]), (out[1], out[0])), len(results)
 

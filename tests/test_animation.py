@@ -151,3 +151,16 @@ def test_write_animation_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="uint16"):
         write_animation(tmp_path / "a.png", [picture.astype(np.uint16)], durations_ms=[10], loop=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_icc_profile_is_kept_where_the_format_has_room_and_reported_where_not(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pictures = [pattern(i, 8, 8) for i in range(2)]
+    heard: list[str] = []
+    write_animation(tmp_path / "a.png", pictures, durations_ms=[10, 10], loop=0, icc_profile=icc, warn=heard.append)
+    write_animation(tmp_path / "a.gif", pictures, durations_ms=[10, 10], loop=0, icc_profile=icc, warn=heard.append)
+    assert heard == ["a.gif: GIF cannot hold the source's ICC profile; not written"]
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.info.get("icc_profile") == icc
