@@ -283,6 +283,11 @@ def _temporary_output(dst: Path) -> Iterator[Path]:
         raise OutputError(f"{dst}: cannot be written ({exc.strerror or exc})") from None
 
 
+def _as_from(dst: Path, tmp: Path, warn: Callable[[str], None]) -> Callable[[str], None]:
+    """``warn`` for a writer given ``tmp``: its messages name the destination the user asked for instead."""
+    return lambda message: warn(message.replace(tmp.name, dst.name))
+
+
 @contextlib.contextmanager
 def _refusals_named(dst: Path) -> Iterator[None]:
     """Turn an FFmpeg or OS error while the output is written (disk full, file too large, an encoder refusing
@@ -323,7 +328,7 @@ def _upscale_still(
         warn(f"{dst.name}: {dst.suffix} has no alpha channel; the transparency of {src} is dropped")
     result = _outscaled(result, image.shape, outscale)
     with _temporary_output(dst) as tmp, _refusals_named(dst):
-        write_image(tmp, result, tags=read_photo_tags(src), warn=warn)
+        write_image(tmp, result, tags=read_photo_tags(src), warn=_as_from(dst, tmp, warn))
     return (image.shape[1], image.shape[0]), (result.shape[1], result.shape[0])
 
 
@@ -350,7 +355,12 @@ def _upscale_animation(
     icc_profile = read_photo_tags(src).icc_profile
     with _temporary_output(dst) as tmp, _refusals_named(dst):
         write_animation(
-            tmp, results, durations_ms=animation.durations_ms, loop=animation.loop, icc_profile=icc_profile, warn=warn
+            tmp,
+            results,
+            durations_ms=animation.durations_ms,
+            loop=animation.loop,
+            icc_profile=icc_profile,
+            warn=_as_from(dst, tmp, warn),
         )
     shape, out = animation.frames[0].shape, results[0].shape
     return ((shape[1], shape[0]), (out[1], out[0])), len(results)

@@ -599,3 +599,15 @@ def test_a_heic_photo_is_upscaled_to_png_and_a_png_to_heic(tmp_path: Path, up2: 
     upscale_video(tmp_path / "big.png", tmp_path / "bigger.heic", model=up2)
     assert read_image(tmp_path / "bigger.heic").shape == (48, 80, 3)
     assert read_alpha(tmp_path / "bigger.heic") is not None
+
+
+def test_an_image_writers_warning_names_the_destination_not_the_temporary_file(tmp_path: Path, up2: Upscaler) -> None:
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(pattern(0, 16, 12)).save(tmp_path / "icc.png", icc_profile=icc)
+    with pytest.warns(VideoWarning) as heard:
+        upscale_video(tmp_path / "icc.png", tmp_path / "out.bmp", model=up2)
+    assert [str(w.message) for w in heard] == [
+        "out.bmp: BMP cannot hold the source's ICC profile and EXIF; not written"
+    ]
