@@ -12,20 +12,49 @@ import os
 
 import torch
 
-__all__ = ["BYTES_PER_PIXEL_CHANNEL", "auto_tile", "free_memory", "frame_bytes"]
+__all__ = [
+    "BYTES_PER_PIXEL_CHANNEL",
+    "auto_tile",
+    "bytes_per_pixel_channel",
+    "free_memory",
+    "frame_bytes",
+    "tiling_bytes",
+]
 
-# Peak bytes per input pixel per feature channel of one network call. Measured for ELAN-light (60
-# channels) with freed memory kept for reuse (elan_video.allocator): 3.6 KB per pixel for a whole
+# Peak bytes per input pixel per feature channel of one network call on a CPU. Measured for ELAN-light
+# (60 channels) with freed memory kept for reuse (elan_video.allocator): 3.6 KB per pixel for a whole
 # 1280x720 frame, 4.7 KB per tile pixel when it is cut in 448-pixel tiles (the blended output and the
 # heap's slack weigh more on small calls), so 80.
 BYTES_PER_PIXEL_CHANNEL = 80
+# The same on CUDA, where PyTorch's caching allocator hands freed blocks straight back. A whole 1920x1080
+# frame on an H100 (tools/device-check.sh, 2026-11-26) peaked at 39.7 allocated and 50.9 reserved bytes per
+# pixel and channel in fp32, 23.2 and 33.6 in bf16; the reserved figure plus a tenth for smaller frames.
+_CUDA_BYTES_PER_PIXEL_CHANNEL = {"fp32": 56, "bf16": 36, "fp16": 36}
 _MIN_TILE = 128  # below this the overlap is most of each tile; a frame too big even for this uses it anyway
 
 
-def frame_bytes(height: int, width: int, *, channels: int, batch: int = 1) -> int:
+def bytes_per_pixel_channel(device: str = "cpu", precision: str = "fp32") -> int:
+    """Estimated peak bytes per input pixel and feature channel of one network call on a ``device`` type
+    ("cpu", "cuda") in ``precision``; "auto" counts as fp32, the most it can pick."""
+    if device == "cuda":
+        return _CUDA_BYTES_PER_PIXEL_CHANNEL.get(precision, _CUDA_BYTES_PER_PIXEL_CHANNEL["fp32"])
+    return BYTES_PER_PIXEL_CHANNEL
+
+
+def frame_bytes(
+    height: int, width: int, *, channels: int, batch: int = 1, device: str = "cpu", precision: str = "fp32"
+) -> int:
     """Estimated peak bytes of one call on ``batch`` frames of height x width input pixels for a network
-    with ``channels`` feature channels (ELAN's c_elan)."""
-    return BYTES_PER_PIXEL_CHANNEL * channels * height * width * batch
+    with ``channels`` feature channels (ELAN's c_elan), on a ``device`` type in ``precision``."""
+    return bytes_per_pixel_channel(device, precision) * channels * height * width * batch
+
+
+def tiling_bytes(height: int, width: int, *, scale: int) -> int:
+    """Bytes a tiled frame of height x width input pixels holds besides its tiles' calls: its float32
+    input and, at the output size, the float32 blended output and its blending weights. With the whole-frame
+    figure for each tile this matched the H100's peak for 3840x2160 in 512-pixel tiles (80 measured, 80
+    estimated bytes per tile pixel and channel in fp32)."""
+    return 4 * height * width * (3 + 4 * scale * scale)
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -50,10 +79,22 @@ def free_memory(device: torch.device) -> int | None:
         return None
 
 
-def auto_tile(height: int, width: int, *, budget: int, channels: int, batch: int = 1, overlap: int = 32) -> int | None:
-    """The tile side (input pixels, a multiple of 16, the largest window) whose calls stay within ``budget``
-    bytes, or None when the whole frame does."""
-    if frame_bytes(height, width, channels=channels, batch=batch) <= budget:
+def auto_tile(
+    height: int,
+    width: int,
+    *,
+    budget: int,
+    channels: int,
+    scale: int,
+    batch: int = 1,
+    overlap: int = 32,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> int | None:
+    """The tile side (input pixels, a multiple of 16, the largest window) whose calls, with the whole-frame
+    buffers of :func:`tiling_bytes`, stay within ``budget`` bytes; None when the whole frame does."""
+    per_pixel = bytes_per_pixel_channel(device, precision) * channels * batch
+    if per_pixel * height * width <= budget:
         return None
-    side = math.isqrt(max(0, budget // (BYTES_PER_PIXEL_CHANNEL * channels * batch)))
+    side = math.isqrt(max(0, (budget - tiling_bytes(height, width, scale=scale)) // per_pixel))
     return max(side // 16 * 16, _MIN_TILE, 16 * (2 * overlap // 16 + 1))

@@ -186,8 +186,11 @@ class Upscaler:
                         width,
                         budget=budget,
                         channels=self.model.c_elan,
+                        scale=self.scale,
                         batch=self.batch,
                         overlap=self.tile_overlap,
+                        device=self.device.type,
+                        precision=self.precision,
                     )
                 )
             return self._tiles[height, width]
@@ -211,7 +214,7 @@ class Upscaler:
                 mask = wy[:, None] * wx[None, :]
                 out[:, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += tile_out * mask
                 weight[:, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += mask
-        return out / weight
+        return out.div_(weight)
 
     # -- arrays ----------------------------------------------------------------------------------
     def to_tensor(self, images: np.ndarray) -> torch.Tensor:

@@ -11,7 +11,7 @@ from conftest import kernel_offers_huge_pages, shared_path, tiny_elan
 from PIL import Image
 
 import elan_video as ev
-from elan_video.memory import auto_tile, frame_bytes, free_memory
+from elan_video.memory import auto_tile, frame_bytes, free_memory, tiling_bytes
 from elan_video.upscaler import MIN_PSNR_DB, psnr
 
 
@@ -77,12 +77,38 @@ def test_a_frame_too_big_for_the_memory_budget_is_tiled_and_one_that_fits_is_not
     assert psnr(tiled, whole) >= MIN_PSNR_DB
 
 
+def test_the_memory_estimate_follows_the_device_and_precision() -> None:
+    budget = frame_bytes(1000, 1000, channels=60)  # a CPU fp32 megapixel
+    cpu = auto_tile(3000, 4000, budget=budget, channels=60, scale=2)
+    cuda32 = auto_tile(3000, 4000, budget=budget, channels=60, scale=2, device="cuda", precision="fp32")
+    cuda16 = auto_tile(3000, 4000, budget=budget, channels=60, scale=2, device="cuda", precision="bf16")
+    assert cpu is not None and cuda32 is not None and cuda16 is not None
+    assert cpu < cuda32 < cuda16  # CUDA's caching allocator needs about half the CPU heap's peak
+    assert auto_tile(1200, 1200, budget=budget, channels=60, scale=2, device="cuda", precision="fp16") is None
+    # "auto" may still choose fp32, so it is planned for as fp32.
+    assert auto_tile(3000, 4000, budget=budget, channels=60, scale=2, device="cuda", precision="auto") == cuda32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_upscaler_plans_its_tiles_with_the_cuda_estimate() -> None:
+    model = tiny_elan(2)
+    budget = frame_bytes(130, 130, channels=model.c_elan, device="cuda", precision="bf16")
+    up = ev.Upscaler(model, device="cuda", precision="bf16", max_memory=budget)
+    assert up.tile_for(160, 200) == 128
+    assert up.tile_for(120, 120) is None
+
+
 def test_auto_tile_is_the_largest_multiple_of_16_within_the_budget() -> None:
     budget = frame_bytes(1000, 1000, channels=60, batch=2)
-    assert auto_tile(900, 1100, budget=budget, channels=60, batch=2) is None  # 0.99 MP fits
-    assert auto_tile(3000, 4000, budget=budget, channels=60, batch=2) == 992
-    assert auto_tile(3000, 4000, budget=budget, channels=60, batch=8) == 496  # four times the tiles per call
-    assert auto_tile(3000, 4000, budget=1, channels=60) == 128  # never below a usable size
+    assert auto_tile(900, 1100, budget=budget, channels=60, scale=2, batch=2) is None  # 0.99 MP fits
+    for scale, batch in ((2, 2), (2, 8), (4, 2)):
+        tile = auto_tile(3000, 4000, budget=budget, channels=60, scale=scale, batch=batch)
+        assert tile is not None and tile % 16 == 0
+        # The tiles' calls and the whole frame's input, blended output and weights, which stay meanwhile.
+        held = tiling_bytes(3000, 4000, scale=scale)
+        assert frame_bytes(tile, tile, channels=60, batch=batch) + held <= budget
+        assert frame_bytes(tile + 16, tile + 16, channels=60, batch=batch) + held > budget
+    assert auto_tile(3000, 4000, budget=1, channels=60, scale=2) == 128  # never below a usable size
     assert free_memory(torch.device("cpu")) > 0
 
 
