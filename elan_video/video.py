@@ -62,7 +62,23 @@ _DEFAULT_CODECS = {
     ".265": ("libx265", "libx265"),
     ".hevc": ("libx265", "libx265"),
     ".nut": ("ffv1", "ffv1"),
+    ".ts": ("libx264", "libx265"),
+    ".m2ts": ("libx264", "libx265"),
+    ".mts": ("libx264", "libx265"),
 }
+# Codecs (by FFmpeg's codec id name) that MPEG-TS carries and players read from it, by output suffix. That
+# muxer has no codec table, so FFmpeg answers "cannot tell" (avformat_query_codec), which PyAV's
+# supported_codecs counts as "no": it would otherwise take only MPEG-2 video and MP2 audio. A .m2ts is written
+# as a Blu-ray (BDAV) stream, whose stream types differ (no AAC, no Opus): FFmpeg's mpegtsenc.c.
+_TS_CODECS = frozenset(
+    {"mpeg1video", "mpeg2video", "mpeg4", "h264", "hevc", "vc1", "mp2", "mp3", "aac", "aac_latm", "ac3", "eac3"}
+    | {"dts", "truehd", "opus", "dvb_subtitle", "dvb_teletext"}
+)
+_M2TS_CODECS = frozenset(
+    {"mpeg2video", "h264", "hevc", "vc1", "pcm_bluray", "ac3", "eac3", "dts", "truehd", "hdmv_pgs_subtitle"}
+    | {"hdmv_text_subtitle"}
+)
+_UNDECLARED_CODECS = {".ts": _TS_CODECS, ".mts": _TS_CODECS, ".m2ts": _M2TS_CODECS}
 # Constant-quality defaults: visually transparent for the codec's scale.
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28, "libaom-av1": 28}
 _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
@@ -83,6 +99,7 @@ _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
 _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
+_AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3"}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
 # mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
 _SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
@@ -705,7 +722,7 @@ class EncoderPlan:
 
 @functools.cache
 def _container_caps(suffix: str) -> tuple[str, frozenset[str]]:
-    """(muxer name, codec names it accepts) for a file suffix, asked of FFmpeg without touching the destination."""
+    """(muxer name, codec names it declares) for a file suffix, asked of FFmpeg without touching the destination."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             out = av.open(str(Path(tmp) / f"probe{suffix}"), mode="w")
@@ -715,6 +732,12 @@ def _container_caps(suffix: str) -> tuple[str, frozenset[str]]:
             return out.format.name, frozenset(out.supported_codecs)
         finally:
             out.close()
+
+
+def _muxer_takes(suffix: str, declared: frozenset[str], codec: av.Codec) -> bool:
+    """Whether a file with this ``suffix``, whose muxer declares the codec names ``declared``, can store
+    ``codec``'s streams."""
+    return codec.name in declared or codec.canonical_name in _UNDECLARED_CODECS.get(suffix, ())
 
 
 def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
@@ -786,7 +809,7 @@ def plan_encoder(
     dst = Path(dst)
     suffix = dst.suffix.lower()
     deep = info.bit_depth > 8
-    muxer, accepted = _container_caps(suffix)
+    muxer, declared = _container_caps(suffix)
     if codec is None:
         codec = _DEFAULT_CODECS[suffix][deep] if suffix in _DEFAULT_CODECS else "libx264"
     try:
@@ -795,7 +818,7 @@ def plan_encoder(
         raise OptionError(f"codec {codec!r} is not an encoder this FFmpeg build has") from None
     if enc.type != "video":
         raise OptionError(f"codec {codec!r} is a {enc.type} encoder, not a video encoder")
-    if enc.name not in accepted:
+    if not _muxer_takes(suffix, declared, enc):
         raise OptionError(f"codec {enc.name} cannot be stored in a {suffix or muxer} file ({muxer})")
     if pix_fmt is None:
         pix_fmt = (info.alpha and _pick_alpha_pix_fmt(enc, info)) or _pick_pix_fmt(enc, info, info.bit_depth)
@@ -975,27 +998,31 @@ class VideoWriter:
     def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
         """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
         suffix = self.path.suffix.lower()
-        supported = self.container.supported_codecs
+        declared = frozenset(self.container.supported_codecs)
+
+        def takes(codec: av.Codec | None) -> bool:
+            return codec is not None and _muxer_takes(suffix, declared, codec)
+
         for s in source.streams:
             # AVDISCARD_ALL from the demuxer marks a track that is not content: MP4's chapter text track, whose
             # chapters add_metadata_from copies.
             if s.index == video_index or int(s.discard) >= _AVDISCARD_ALL:
                 continue
-            name = s.codec_context.name if s.codec_context is not None else "unknown"
+            codec = s.codec_context.codec if s.codec_context is not None else None
             cover = _is_cover(s)
-            label = f"{'cover picture' if cover else s.type} stream #{s.index} ({name})"
-            if (s.type in ("audio", "subtitle") or cover) and name in supported:
+            label = f"{'cover picture' if cover else s.type} stream #{s.index} ({codec.name if codec else 'unknown'})"
+            if (s.type in ("audio", "subtitle") or cover) and takes(codec):
                 out = self.container.add_stream_from_template(s)
                 out.metadata.update(dict(s.metadata))
                 if cover:
                     out.disposition = av.stream.Disposition.attached_pic
                 self._copies[s.index] = out
                 self.copied.append(s.index)
-            elif s.type == "audio" and _AUDIO_FALLBACK.get(suffix) in supported:
+            elif s.type == "audio" and suffix in _AUDIO_FALLBACK and takes(av.Codec(_AUDIO_FALLBACK[suffix], "w")):
                 target = _AUDIO_FALLBACK[suffix]
-                rate = s.codec_context.sample_rate
-                if target == "libopus":
-                    rate = min((r for r in av.Codec(target, "w").audio_rates if r >= rate), default=48000)
+                rate, rates = s.codec_context.sample_rate, av.Codec(target, "w").audio_rates
+                if rates and rate not in rates:  # Opus and AC-3 take only a few rates: resample up to one
+                    rate = min((r for r in rates if r >= rate), default=max(rates))
                 out = self.container.add_stream(target, rate=rate)
                 out.metadata.update(dict(s.metadata))
                 resampler = av.AudioResampler(
@@ -1004,7 +1031,7 @@ class VideoWriter:
                 self._reencodes[s.index] = (s, out, resampler)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {target}")
-            elif s.type == "subtitle" and _is_text_subtitle(s) and _SUBTITLE_FALLBACK.get(suffix) in supported:
+            elif s.type == "subtitle" and _is_text_subtitle(s) and _SUBTITLE_FALLBACK.get(suffix) in declared:
                 target = _SUBTITLE_FALLBACK[suffix]
                 decoder = s.codec_context
                 decoder.open(strict=False)  # a text decoder states its ASS header, which the encoder needs, once open

@@ -127,6 +127,28 @@ def test_audio_is_copied_packet_for_packet_with_its_language(tmp_path: Path, up2
             assert c.streams.audio[0].metadata.get("language") == "fra"
 
 
+def test_mpeg_ts_takes_h264_and_copies_aac_while_a_blu_ray_m2ts_gets_ac3(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "with_audio.mp4"
+    make_clip(src, frames=10, audio_from=shared_path("data", "video", "imageio_realshort.mp4"))
+    summary = upscale_video(src, tmp_path / "out.ts", model=up2)
+    assert (summary.frames, summary.streams_copied, summary.warnings) == (10, 1, ())
+    # The muxer puts each raw AAC packet behind a 7-byte ADTS header.
+    copied = packets(tmp_path / "out.ts", "audio")
+    assert [p[7:] for p in copied] == packets(src, "audio")
+    with pytest.warns(VideoWarning, match=r"audio stream #1 \(aac\) cannot be copied into \.m2ts; re-encoded to ac3"):
+        summary = upscale_video(src, tmp_path / "out.m2ts", model=up2)
+    assert summary.streams_reencoded == 1
+    for name in ("out.ts", "out.m2ts"):
+        with av.open(str(tmp_path / name)) as c:
+            assert [s.codec_context.name for s in c.streams] == ["h264", "aac" if name == "out.ts" else "ac3"]
+            starts = [float(s.start_time * s.time_base) for s in c.streams]
+        # MPEG-TS cannot start below zero, so both streams move by the same B-frame delay and stay in sync.
+        assert starts[0] == pytest.approx(starts[1], abs=1e-3)
+        assert [t for t, _ in video_frames(tmp_path / name)] == pytest.approx(
+            [t + starts[0] for t, _ in video_frames(src)], abs=1e-4
+        )
+
+
 def test_audio_the_container_refuses_is_reencoded_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
     real = shared_path("data", "video", "imageio_realshort.mp4")
     src = tmp_path / "aac.mp4"

@@ -146,6 +146,8 @@ def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> No
         (".mp4", 10, "libx265", "yuv420p10le"),
         (".webm", 10, "libvpx-vp9", "yuv420p"),
         (".y4m", 10, "wrapped_avframe", "yuv420p10le"),
+        (".ts", 8, "libx264", "yuv420p"),
+        (".m2ts", 10, "libx265", "yuv420p10le"),
     ],
 )
 def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix_fmt: str) -> None:
@@ -190,6 +192,9 @@ def test_codec_the_container_cannot_hold_is_refused() -> None:
         plan_encoder(Path("out.webm"), info, scale=2, codec="libx264")
     with pytest.raises(OptionError, match="extension"):
         plan_encoder(Path("out.nonesuch"), info, scale=2)
+    # MPEG-TS declares no codec list to FFmpeg; a Blu-ray .m2ts has no stream type for VP9.
+    with pytest.raises(OptionError, match=r"cannot be stored in a \.m2ts"):
+        plan_encoder(Path("out.m2ts"), info, scale=2, codec="libvpx-vp9")
 
 
 _NOISE_THROUGH_X265 = """
