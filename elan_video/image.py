@@ -49,14 +49,23 @@ __all__ = [
 
 # HEIF (a phone's HEIC photo): FFmpeg sees only one tile of it, so pillow-heif decodes and writes it.
 HEIF_SUFFIXES = (".heic", ".heif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES)
+_NETPBM_SUFFIXES = (".ppm", ".pgm", ".pbm", ".pnm")
+IMAGE_SUFFIXES = (
+    *(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES),
+    *(*_NETPBM_SUFFIXES, ".tga", ".jp2", ".j2k", ".qoi"),
+)
 # Still-image formats with an alpha channel.
-ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES)
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES, ".tga", ".jp2", ".j2k", ".qoi")
+# Pillow's format names where they are not the suffix in capitals.
+_PILLOW_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF"}
+_PILLOW_FORMATS |= dict.fromkeys(_NETPBM_SUFFIXES, "PPM") | {".jp2": "JPEG2000", ".j2k": "JPEG2000"}
+# Netpbm names its grey and bilevel variants by suffix; Pillow picks the variant by the picture's mode.
+_NETPBM_MODES = {".pgm": "L", ".pbm": "1"}
 
 
 def is_image_path(path: str | Path) -> bool:
-    """True when the file name has an image suffix (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .avif, .gif,
-    .heic, .heif)."""
+    """True when the file name has a still-image suffix (:data:`IMAGE_SUFFIXES`: PNG, JPEG, BMP, TIFF, WebP, AVIF,
+    GIF, HEIC/HEIF, Netpbm, TGA, JPEG 2000, QOI)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -180,6 +189,8 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
                 pictures = 1 if still else max(1, int(getattr(image, "n_frames", 1)))
                 icc = image.info.get("icc_profile") or None
                 exif = image.getexif()
+                for tag in _LAYOUT_TAGS:
+                    exif.pop(tag, None)
                 orientation = exif.get(0x0112, 1)
                 if 0x0112 in exif:
                     exif[0x0112] = 1
@@ -189,6 +200,15 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
         return 1, PhotoTags(), 1
     valid = isinstance(orientation, int) and 1 <= orientation <= 8
     return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes), pictures
+
+
+# Pillow reports a TIFF's own first directory as its EXIF, tags that lay out the stored pixels (size, depth,
+# compression, strips or tiles, colour map, ICC profile) among the camera's. Written with a different picture
+# they contradict it: libtiff refuses to write the file ("codec configuration error"), PNG's eXIf misstates it.
+_LAYOUT_TAGS = (
+    *(254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320),
+    *(322, 323, 324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 34675),
+)
 
 
 def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -246,8 +266,7 @@ def write_image(
 
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF"}
-    fmt = formats.get(suffix, suffix.lstrip(".").upper())
+    fmt = _PILLOW_FORMATS.get(suffix, suffix.lstrip(".").upper())
     if fmt == "HEIF":
         pillow_reads_heif()
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF", "HEIF") else {}
@@ -263,7 +282,10 @@ def write_image(
     if fmt == "GIF":  # one-bit transparency and a palette, as for an animation's pictures
         write_animation(p, [image], durations_ms=[0], loop=None)
         return
-    Image.fromarray(np.ascontiguousarray(image)).save(p, format=fmt, **options)
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if suffix in _NETPBM_MODES:
+        picture = picture.convert(_NETPBM_MODES[suffix])
+    picture.save(p, format=fmt, **options)
 
 
 _JPEG_APP1_MAX = 65533  # a JPEG marker segment's payload limit, less the "Exif" header Pillow adds

@@ -742,6 +742,9 @@ def _muxer_takes(suffix: str, declared: frozenset[str], codec: av.Codec) -> bool
 
 def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
     chroma = "444" if info.chroma == "rgb" else info.chroma
+    if info.pix_fmt.startswith(("gray", "ya", "mono")):
+        # Grey has no colour to keep, and 4:4:4 H.264 (High 4:4:4) is what many players and browsers refuse.
+        chroma = "420"
     suffix = "" if depth <= 8 else "10le"
     wanted = [f"yuv{chroma}p{suffix}", f"yuv420p{suffix}", f"yuv{chroma}p", "yuv420p"]
     supported = [f.name for f in (codec.video_formats or [])]
@@ -1122,7 +1125,13 @@ class VideoWriter:
             return
         self._closed = True
         try:
-            self.container.mux(self.video.encode(None))
+            last = self.video.encode(None)
+            if self.frames_written <= 2:
+                # x265 takes its B-frame delay from the third picture, so for one or two its DTS are
+                # uninitialised memory (muxers refused them or wrote them). Two pictures cannot be reordered.
+                for packet in last:
+                    packet.dts = packet.pts
+            self.container.mux(last)
             for src, out, resampler in self._reencodes.values():
                 for frame in src.codec_context.decode(None):
                     frame.pts = None

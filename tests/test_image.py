@@ -77,6 +77,22 @@ def test_icc_profile_and_exif_follow_the_pixels(tmp_path: Path, name: str, dtype
     assert read_image(tmp_path / name).dtype == dtype
 
 
+@pytest.mark.parametrize(("mode", "compression"), [("RGB", "tiff_lzw"), ("1", "group4"), ("I;16", "raw")])
+def test_a_tiffs_own_layout_is_not_carried_to_the_upscaled_picture(tmp_path: Path, mode: str, compression: str) -> None:
+    from PIL import Image
+
+    picture = Image.fromarray(pattern(0, 28, 20)).convert(mode)
+    picture.save(tmp_path / "scan.tif", compression=compression, tiffinfo={0x010F: "Scanner", 0x0112: 1})
+    tags = read_photo_tags(tmp_path / "scan.tif")
+    kept = Image.Exif()
+    kept.load(tags.exif or b"")
+    assert dict(kept) == {0x010F: "Scanner", 0x0112: 1}  # the maker, not the strips, size or compression
+    for name in ("o.tif", "o.png"):
+        write_image(tmp_path / name, np.zeros((40, 56, 3), np.uint8), tags=tags)
+        assert read_image(tmp_path / name).shape == (40, 56, 3)
+        assert _exif_fields(read_photo_tags(tmp_path / name).exif)[:2] == (1, "Scanner")
+
+
 @pytest.mark.parametrize(("name", "dtype"), [("o.bmp", np.uint8), ("o.tiff", np.uint16)])
 def test_formats_without_room_for_the_tags_say_so(tmp_path: Path, name: str, dtype: type) -> None:
     icc, exif = _camera_tags()
@@ -96,7 +112,10 @@ def _rgba(dtype: type = np.uint8) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("name", "dtype"),
-    [("a.png", np.uint8), ("a.webp", np.uint8), ("a.tiff", np.uint8), ("a.png", np.uint16), ("a.tiff", np.uint16)],
+    [
+        *[("a.png", np.uint8), ("a.webp", np.uint8), ("a.tiff", np.uint8), ("a.png", np.uint16), ("a.tiff", np.uint16)],
+        *[("a.tga", np.uint8), ("a.jp2", np.uint8), ("a.qoi", np.uint8)],
+    ],
 )
 def test_alpha_round_trips(tmp_path: Path, name: str, dtype: type) -> None:
     rgba = _rgba(dtype)
@@ -143,13 +162,41 @@ def test_alpha_is_dropped_with_a_warning_where_the_format_has_none(tmp_path: Pat
         write_image(tmp_path / "bad.png", np.zeros((4, 4, 2), np.uint8))
 
 
-@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.bmp", "a.tiff", "a.webp", "a.avif", "a.gif", "a.heic"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a.png",
+        "a.jpg",
+        "a.bmp",
+        "a.tiff",
+        "a.webp",
+        "a.avif",
+        "a.gif",
+        "a.heic",
+        "a.ppm",
+        "a.pnm",
+        "a.tga",
+        "a.jp2",
+        "a.j2k",
+        "a.qoi",
+    ],
+)
 def test_images_round_trip(tmp_path: Path, name: str) -> None:
     image = pattern(3, 40, 24)
     write_image(tmp_path / name, image)
     back = read_image(tmp_path / name)
     assert back.shape == image.shape and back.dtype == np.uint8
     assert psnr(back, image) > (30 if name.endswith((".jpg", ".webp", ".avif", ".gif", ".heic")) else 60)
+
+
+def test_netpbm_grey_and_bilevel_names_get_grey_and_bilevel_pictures(tmp_path: Path) -> None:
+    image = pattern(3, 40, 24)
+    write_image(tmp_path / "a.pgm", image)
+    write_image(tmp_path / "a.pbm", image)
+    grey, bilevel = read_image(tmp_path / "a.pgm"), read_image(tmp_path / "a.pbm")
+    assert (grey[..., 0] == grey[..., 2]).all() and (bilevel[..., 0] == bilevel[..., 1]).all()
+    assert len(np.unique(grey)) > 2 and set(np.unique(bilevel)) == {0, 255}
+    assert (tmp_path / "a.pgm").read_bytes()[:2] == b"P5" and (tmp_path / "a.pbm").read_bytes()[:2] == b"P4"
 
 
 @pytest.mark.parametrize("name", ["deep.png", "deep.tiff"])

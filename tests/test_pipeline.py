@@ -221,17 +221,16 @@ def test_time_range_processes_only_that_part(tmp_path: Path, up2: Upscaler) -> N
     assert [t for t, _ in video_frames(tmp_path / "part.mp4")] == pytest.approx([0.3, 0.4, 0.5])
 
 
-def test_image_in_image_out_equals_upscale_image(tmp_path: Path) -> None:
-    from elan_video.image import write_image
+@pytest.mark.parametrize(("src", "dst"), [("in.png", "out.png"), ("in.ppm", "out.tga"), ("in.qoi", "out.ppm")])
+def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: str) -> None:
+    from elan_video.image import read_image, write_image
 
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
-    write_image(tmp_path / "in.png", image)
+    write_image(tmp_path / src, image)
     model = tiny_elan(2)
-    summary = upscale_video(tmp_path / "in.png", tmp_path / "out.png", model=model, **FAST)
+    summary = upscale_video(tmp_path / src, tmp_path / dst, model=model, **FAST)
     assert summary.frames == 1 and summary.output_size == (56, 40)
-    from elan_video.image import read_image
-
-    np.testing.assert_array_equal(read_image(tmp_path / "out.png"), upscale_image(model, image, **FAST))
+    np.testing.assert_array_equal(read_image(tmp_path / dst), upscale_image(model, image, **FAST))
 
 
 def test_portrait_photo_comes_out_upright_with_its_tags(tmp_path: Path, up2: Upscaler) -> None:
