@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import struct
 import tempfile
 import warnings
@@ -740,6 +741,32 @@ def _muxer_takes(suffix: str, declared: frozenset[str], codec: av.Codec) -> bool
     return codec.name in declared or codec.canonical_name in _UNDECLARED_CODECS.get(suffix, ())
 
 
+def _header_takes(format_name: str, stream: av.stream.Stream) -> bool:
+    """Whether FFmpeg's ``format_name`` muxer writes its header for a copy of ``stream``: some refuse there codecs
+    they declare (FLAC and Opus in MOV)."""
+    trial = av.open(io.BytesIO(), "w", format=format_name)
+    try:
+        trial.add_stream_from_template(stream)
+        trial.start_encoding()
+        return True
+    except (av.error.FFmpegError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(av.error.FFmpegError, ValueError):
+            trial.close()
+
+
+# FFmpeg's default layouts for channel counts whose order a file left unnamed ("2 channels").
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 4: "quad", 6: "5.1", 8: "7.1"}
+
+
+def _name_unnamed_layout(audio: av.AudioCodecContext) -> None:
+    """Give copied audio whose channel order is unnamed the usual one for its channel count: MP4 refuses to
+    finish a file with unnamed PCM channels ("unsupported channel layout 2 channels"), and players assume it."""
+    if audio.layout.name == f"{audio.channels} channels" and audio.channels in _DEFAULT_LAYOUTS:
+        audio.layout = _DEFAULT_LAYOUTS[audio.channels]
+
+
 def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
     chroma = "444" if info.chroma == "rgb" else info.chroma
     if info.pix_fmt.startswith(("gray", "ya", "mono")):
@@ -1013,9 +1040,13 @@ class VideoWriter:
                 continue
             codec = s.codec_context.codec if s.codec_context is not None else None
             cover = _is_cover(s)
-            label = f"{'cover picture' if cover else s.type} stream #{s.index} ({codec.name if codec else 'unknown'})"
-            if (s.type in ("audio", "subtitle") or cover) and takes(codec):
+            kind = "cover picture" if cover else s.type
+            label = f"{kind} stream #{s.index} ({codec.canonical_name if codec else 'unknown'})"
+            name = self.container.format.name
+            if (s.type in ("audio", "subtitle") or cover) and takes(codec) and _header_takes(name, s):
                 out = self.container.add_stream_from_template(s)
+                if s.type == "audio":
+                    _name_unnamed_layout(out.codec_context)
                 out.metadata.update(dict(s.metadata))
                 if cover:
                     out.disposition = av.stream.Disposition.attached_pic

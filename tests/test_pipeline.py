@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path, tiny_elan
-from video_clips import SRT, make_alpha_clip, make_audio_only, make_clip, packets, pattern, video_frames
+from video_clips import (
+    SRT,
+    make_alpha_clip,
+    make_audio_only,
+    make_clip,
+    make_tone,
+    packets,
+    pattern,
+    video_frames,
+)
 
 import elan_video as ev
 from elan_video.errors import InputError
@@ -160,6 +169,38 @@ def test_audio_the_container_refuses_is_reencoded_with_a_warning(tmp_path: Path,
         audio = c.streams.audio[0]
         assert audio.codec_context.name == "opus"
         assert sum(f.samples for f in c.decode(audio)) > 0.5 * 48000
+
+
+@pytest.mark.parametrize(
+    ("codec", "dst", "written"),
+    [
+        ("flac", "out.mov", "aac"),
+        ("libopus", "out.mov", "aac"),
+        ("flac", "out.mp4", "flac"),
+        ("pcm_s16le", "out.mp4", "pcm_s16le"),
+    ],
+)
+def test_audio_the_muxer_lists_but_refuses_is_reencoded_and_unnamed_channels_get_named(
+    tmp_path: Path, up2: Upscaler, codec: str, dst: str, written: str
+) -> None:
+    make_tone(tmp_path / "tone.mkv", codec)
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=5, audio_from=tmp_path / "tone.mkv")
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        summary = upscale_video(src, tmp_path / dst, model=up2)
+    # FFmpeg lists FLAC and Opus for MOV, then refuses them in its header; MP4 refused to finish unnamed PCM.
+    copied = written != "aac"
+    assert (summary.streams_copied, summary.streams_reencoded) == ((1, 0) if copied else (0, 1))
+    assert [str(w.message) for w in heard] == (
+        []
+        if copied
+        else [f"audio stream #1 ({codec.removeprefix('lib')}) cannot be copied into .mov; re-encoded to aac"]
+    )
+    with av.open(str(tmp_path / dst)) as c:
+        audio = c.streams.audio[0]
+        assert (audio.codec_context.name, audio.codec_context.layout.name) == (written, "stereo")
+        assert sum(f.samples for f in c.decode(audio)) >= 0.3 * 48000
 
 
 def test_real_clip_opus_audio_is_copied_into_matroska(tmp_path: Path, up2: Upscaler) -> None:
