@@ -98,6 +98,9 @@ _HDR_TRANSFERS = (16, 18)
 _INTERLACED_FIELD_ORDERS = (2, 3, 4, 5)
 # Global tags each muxer writes for itself: the source's would misdescribe the output.
 _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
+# The video stream's own tags that describe the pictures' content rather than their coding. A camera's start
+# timecode is one: MOV/MP4 store it as a tmcd track, which their muxer writes again from this tag.
+_VIDEO_TAGS = frozenset({"timecode", "language", "title"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
 _AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3"}
@@ -1029,6 +1032,9 @@ class VideoWriter:
         """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
         suffix = self.path.suffix.lower()
         declared = frozenset(self.container.supported_codecs)
+        video_tags = {k: v for k, v in source.streams[video_index].metadata.items() if k.lower() in _VIDEO_TAGS}
+        self.video.metadata.update(video_tags)
+        timecode_kept = any(k.lower() == "timecode" for k in video_tags)
 
         def takes(codec: av.Codec | None) -> bool:
             return codec is not None and _muxer_takes(suffix, declared, codec)
@@ -1079,6 +1085,8 @@ class VideoWriter:
             elif s.type == "video" and not cover:
                 self.dropped.append(s.index)
                 self._warn(f"{label} left out: only the first video stream is upscaled")
+            elif timecode_kept and s.type == "data" and any(k.lower() == "timecode" for k in s.metadata):
+                self.dropped.append(s.index)  # the timecode track: the muxer writes it again from the video's tag
             else:
                 self.dropped.append(s.index)
                 self._warn(f"{label} cannot be stored in {suffix}; dropped")

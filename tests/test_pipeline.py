@@ -322,6 +322,19 @@ def test_global_tags_and_chapters_are_copied(tmp_path: Path, up2: Upscaler) -> N
         assert marks == [(0.0, "arrival"), (0.2, "beach")]
 
 
+def test_a_cameras_timecode_is_kept_without_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "camera.mov"
+    make_clip(src, frames=5, video_tags={"timecode": "01:02:03:04", "language": "eng"})
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams] == ["video", "data"]  # MOV keeps the timecode in a tmcd track
+    for name in ("out.mov", "out.mp4", "out.mkv"):
+        summary = upscale_video(src, tmp_path / name, model=up2)
+        assert summary.warnings == ()
+        with av.open(str(tmp_path / name)) as c:
+            tags = {k.lower(): v for k, v in c.streams.video[0].metadata.items()}
+        assert (tags.get("timecode"), tags.get("language")) == ("01:02:03:04", "eng")
+
+
 def _cover_png() -> bytes:
     import io
 

@@ -105,6 +105,7 @@ def make_clip(
     cover: bytes | None = None,
     transfer: int | None = None,
     primaries: int | None = None,
+    video_tags: dict[str, str] | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
@@ -113,7 +114,8 @@ def make_clip(
     ``subtitles`` (an .srt) adds a subtitle stream the same way; ``sar`` and ``display_matrix`` (FFmpeg's nine
     integers) tag the picture's geometry; ``tags`` are global metadata and ``chapters`` (start s, end s, title)
     the file's chapters; ``cover`` (PNG bytes) adds them as an attached picture, the way cover art is stored;
-    ``transfer`` and ``primaries`` (AVColorTransferCharacteristic / AVColorPrimaries) tag the colour further.
+    ``transfer`` and ``primaries`` (AVColorTransferCharacteristic / AVColorPrimaries) tag the colour further;
+    ``video_tags`` are the video stream's (a "timecode" makes MOV/MP4 write a timecode track).
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -137,6 +139,7 @@ def make_clip(
                 ]
             )
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.metadata.update(video_tags or {})
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         range_ = 2 if full_range else 1
