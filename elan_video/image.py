@@ -12,7 +12,7 @@ import functools
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -243,6 +243,12 @@ def write_image(
     warn = warn or _default_warn
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise OptionError(f"image must be H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {image.shape}")
+    space = (tags.icc_profile or b"")[16:20]  # the ICC header's data colour space
+    if tags.icc_profile and space != b"RGB ":
+        # A CMYK or grey source was decoded to RGB: its profile would misdescribe these pixels.
+        name = space.decode("ascii", "replace").strip()
+        warn(f"{p.name}: the source's ICC profile is for {name} pixels, not RGB; not written")
+        tags = replace(tags, icc_profile=None)
     if image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
         warn(f"{p.name}: {suffix} has no alpha channel; the transparency is dropped")
         image = image[..., :3]

@@ -26,9 +26,10 @@ _SCALES = (2, 3, 4)
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: float = 255.0) -> float:
     """PSNR in dB between two same-shaped arrays on a 0..peak scale (inf when identical)."""
-    # Contiguous copies: torch refuses numpy's negative strides (flipped or rotated views).
-    a_t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a).double()
-    b_t = torch.as_tensor(np.ascontiguousarray(b) if isinstance(b, np.ndarray) else b).double()
+    # float64 copies of arrays: torch refuses numpy's negative strides (flipped or rotated views) and warns on
+    # read-only ones (Pillow's np.asarray).
+    a_t = torch.from_numpy(np.array(a, dtype=np.float64)) if isinstance(a, np.ndarray) else a.double()
+    b_t = torch.from_numpy(np.array(b, dtype=np.float64)) if isinstance(b, np.ndarray) else b.double()
     mse = float(((a_t - b_t) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 

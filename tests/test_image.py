@@ -93,6 +93,21 @@ def test_a_tiffs_own_layout_is_not_carried_to_the_upscaled_picture(tmp_path: Pat
         assert _exif_fields(read_photo_tags(tmp_path / name).exif)[:2] == (1, "Scanner")
 
 
+@pytest.mark.parametrize(("mode", "space"), [("CMYK", b"CMYK"), ("L", b"GRAY")])
+def test_a_cmyk_or_grey_profile_is_not_written_on_rgb_pixels(tmp_path: Path, mode: str, space: bytes) -> None:
+    from PIL import Image
+
+    icc, _ = _camera_tags()
+    profile = icc[:16] + space + icc[20:]  # the header's data colour space is what the profile describes
+    Image.fromarray(pattern(0, 28, 20)).convert(mode).save(tmp_path / "print.jpg", icc_profile=profile)
+    tags = read_photo_tags(tmp_path / "print.jpg")
+    assert tags.icc_profile == profile
+    heard: list[str] = []
+    write_image(tmp_path / "o.png", read_image(tmp_path / "print.jpg"), tags=tags, warn=heard.append)
+    assert heard == [f"o.png: the source's ICC profile is for {space.decode().strip()} pixels, not RGB; not written"]
+    assert read_photo_tags(tmp_path / "o.png").icc_profile is None
+
+
 @pytest.mark.parametrize(("name", "dtype"), [("o.bmp", np.uint8), ("o.tiff", np.uint16)])
 def test_formats_without_room_for_the_tags_say_so(tmp_path: Path, name: str, dtype: type) -> None:
     icc, exif = _camera_tags()
