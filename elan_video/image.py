@@ -153,11 +153,13 @@ class PhotoTags:
 
     icc_profile: the ICC colour profile (what the RGB numbers mean: a phone's Display P3, a camera's Adobe RGB);
     exif: the EXIF block (camera, date taken, ...) as Pillow writes it, orientation set to 1 because
-    :func:`read_image` applies it. None where the file has none.
+    :func:`read_image` applies it. None where the file has none. grey: the file holds grey pixels (a scan, a
+    black-and-white photo), which :func:`write_image` writes grey again where the format can.
     """
 
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    grey: bool = False
 
 
 def frame_count(path: str | Path) -> int:
@@ -196,10 +198,11 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
                     exif[0x0112] = 1
                 # Inside the with: a TIFF's EXIF is read from the open file as it is serialised.
                 exif_bytes = exif.tobytes() if len(exif) else None
+                grey = image.mode in _GREY_MODES
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
         return 1, PhotoTags(), 1
     valid = isinstance(orientation, int) and 1 <= orientation <= 8
-    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes), pictures
+    return (orientation if valid else 1), PhotoTags(icc_profile=icc, exif=exif_bytes, grey=grey), pictures
 
 
 # Pillow reports a TIFF's own first directory as its EXIF, tags that lay out the stored pixels (size, depth,
@@ -243,19 +246,23 @@ def write_image(
     warn = warn or _default_warn
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise OptionError(f"image must be H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {image.shape}")
-    space = (tags.icc_profile or b"")[16:20]  # the ICC header's data colour space
-    if tags.icc_profile and space != b"RGB ":
-        # A CMYK or grey source was decoded to RGB: its profile would misdescribe these pixels.
-        name = space.decode("ascii", "replace").strip()
-        warn(f"{p.name}: the source's ICC profile is for {name} pixels, not RGB; not written")
-        tags = replace(tags, icc_profile=None)
     if image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
         warn(f"{p.name}: {suffix} has no alpha channel; the transparency is dropped")
         image = image[..., :3]
     rgba = image.shape[2] == 4
+    deep = image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff")
+    grey = tags.grey and suffix in (_GREY_ALPHA_SUFFIXES if rgba else _GREY_SUFFIXES) and not (deep and rgba)
+    if grey:
+        image = _grey(image)
+    space = (tags.icc_profile or b"")[16:20]  # the ICC header's data colour space
+    if tags.icc_profile and space != (b"GRAY" if grey else b"RGB "):
+        # A CMYK source, or a grey one written here as RGB: its profile would misdescribe these pixels.
+        name = space.decode("ascii", "replace").strip()
+        warn(f"{p.name}: the source's ICC profile is for {name} pixels, not {'grey' if grey else 'RGB'}; not written")
+        tags = replace(tags, icc_profile=None)
     exif = _exif_sized(tags.exif, image.shape[1], image.shape[0]) if tags.exif else None
-    if image.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
-        src = "rgba64le" if rgba else "rgb48le"
+    if deep:
+        src = "gray16le" if grey else "rgba64le" if rgba else "rgb48le"
         codec, fmt = ("png", src.replace("le", "be")) if suffix == ".png" else ("tiff", src)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src).reformat(format=fmt)
         cc = av.CodecContext.create(codec, "w")
@@ -295,6 +302,19 @@ def write_image(
 
 
 _JPEG_APP1_MAX = 65533  # a JPEG marker segment's payload limit, less the "Exif" header Pillow adds
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
+# Formats that store grey (WebP and QOI only RGB), and those that store it with alpha; 16-bit grey with alpha
+# is written as RGBA.
+_GREY_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in (".webp", ".qoi", ".gif"))
+_GREY_ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".tga", ".jp2", ".j2k")
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """H x W x 3 (or x 4) -> H x W (or x 2, with the alpha) of the same dtype: the ITU-R 601 luma Pillow uses. The
+    source was grey, so R, G and B differ only where the network's outputs disagree by a few levels."""
+    rgb = image[..., :3].astype(np.int64)
+    luma = (((rgb * np.array([299, 587, 114])).sum(axis=-1) + 500) // 1000).astype(image.dtype)
+    return np.dstack([luma, image[..., 3]]) if image.shape[2] == 4 else luma
 
 
 def _exif_sized(exif: bytes, width: int, height: int) -> bytes:

@@ -93,19 +93,65 @@ def test_a_tiffs_own_layout_is_not_carried_to_the_upscaled_picture(tmp_path: Pat
         assert _exif_fields(read_photo_tags(tmp_path / name).exif)[:2] == (1, "Scanner")
 
 
-@pytest.mark.parametrize(("mode", "space"), [("CMYK", b"CMYK"), ("L", b"GRAY")])
-def test_a_cmyk_or_grey_profile_is_not_written_on_rgb_pixels(tmp_path: Path, mode: str, space: bytes) -> None:
+@pytest.mark.parametrize(
+    ("mode", "space", "name", "kept"),
+    [("CMYK", b"CMYK", "o.png", False), ("L", b"GRAY", "o.png", True), ("L", b"GRAY", "o.webp", False)],
+)
+def test_an_icc_profile_goes_only_with_pixels_it_describes(
+    tmp_path: Path, mode: str, space: bytes, name: str, kept: bool
+) -> None:
     from PIL import Image
 
     icc, _ = _camera_tags()
     profile = icc[:16] + space + icc[20:]  # the header's data colour space is what the profile describes
     Image.fromarray(pattern(0, 28, 20)).convert(mode).save(tmp_path / "print.jpg", icc_profile=profile)
     tags = read_photo_tags(tmp_path / "print.jpg")
-    assert tags.icc_profile == profile
+    assert (tags.icc_profile, tags.grey) == (profile, mode == "L")
     heard: list[str] = []
-    write_image(tmp_path / "o.png", read_image(tmp_path / "print.jpg"), tags=tags, warn=heard.append)
-    assert heard == [f"o.png: the source's ICC profile is for {space.decode().strip()} pixels, not RGB; not written"]
-    assert read_photo_tags(tmp_path / "o.png").icc_profile is None
+    write_image(tmp_path / name, read_image(tmp_path / "print.jpg"), tags=tags, warn=heard.append)
+    # CMYK is decoded to RGB; grey is written grey again, except in WebP, which has only RGB.
+    written = "grey" if kept else "RGB"
+    assert heard == (
+        []
+        if kept
+        else [f"{name}: the source's ICC profile is for {space.decode().strip()} pixels, not {written}; not written"]
+    )
+    assert read_photo_tags(tmp_path / name).icc_profile == (profile if kept else None)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "alpha", "mode"),
+    [
+        ("g.png", np.uint8, False, "L"),
+        ("g.png", np.uint8, True, "LA"),
+        ("g.jpg", np.uint8, False, "L"),
+        ("g.tif", np.uint8, True, "LA"),
+        ("g.png", np.uint16, False, "I;16"),
+        ("g.tif", np.uint16, False, "I;16"),
+        ("g.png", np.uint16, True, "RGBA"),  # 16-bit grey with alpha goes as RGBA
+        ("g.webp", np.uint8, False, "RGB"),
+    ],
+)
+def test_a_grey_source_is_written_grey_where_the_format_has_grey(
+    tmp_path: Path, name: str, dtype: type, alpha: bool, mode: str
+) -> None:
+    from PIL import Image
+
+    scale = 257 if dtype == np.uint16 else 1
+    grey = pattern(1, 20, 12)[..., :1].astype(dtype) * scale
+    rgb = np.repeat(grey, 3, axis=2)
+    rgb[..., 0] += 2 * scale  # the network's outputs for R, G and B disagree by a few levels
+    image = np.dstack([rgb, np.full_like(grey, 128 * scale)]) if alpha else rgb
+    write_image(tmp_path / name, image, tags=PhotoTags(grey=True))
+    with Image.open(tmp_path / name) as written:
+        assert written.mode.replace("I;16B", "I;16") == mode
+    back = read_image(tmp_path / name)
+    assert back.dtype == (dtype if name.endswith((".png", ".tif")) else np.uint8)
+    if mode not in ("RGB", "RGBA"):
+        assert (back[..., 0] == back[..., 1]).all() and (back[..., 1] == back[..., 2]).all()
+        # 0.299 of the +2 on R reaches the luma
+        want = (grey[..., 0].astype(np.int64) + round(0.299 * 2 * scale)) // (1 if back.dtype == dtype else 257)
+        assert np.abs(back[..., 0].astype(np.int64) - want).max() <= (4 if name.endswith(".jpg") else 1)
 
 
 @pytest.mark.parametrize(("name", "dtype"), [("o.bmp", np.uint8), ("o.tiff", np.uint16)])

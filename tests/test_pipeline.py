@@ -274,6 +274,19 @@ def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: 
     np.testing.assert_array_equal(read_image(tmp_path / dst), upscale_image(model, image, **FAST))
 
 
+def test_a_grey_photo_comes_out_grey(tmp_path: Path, up2: Upscaler) -> None:
+    from PIL import Image
+
+    Image.fromarray(pattern(0, 28, 20)).convert("L").save(tmp_path / "scan.png")
+    summary = upscale_video(tmp_path / "scan.png", tmp_path / "out.png", model=up2)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.mode, out.size) == ("L", summary.output_size) == ("L", (56, 40))
+        grey = np.asarray(out)
+    colour = up2(np.repeat(np.asarray(Image.open(tmp_path / "scan.png"))[..., None], 3, axis=2)).astype(int)
+    luma = (colour @ np.array([299, 587, 114]) + 500) // 1000  # ITU-R 601, as Pillow's convert("L")
+    np.testing.assert_array_equal(grey, luma)
+
+
 def test_portrait_photo_comes_out_upright_with_its_tags(tmp_path: Path, up2: Upscaler) -> None:
     from PIL import Image, ImageCms
 
