@@ -12,6 +12,7 @@ complete; an error or Ctrl-C removes it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import threading
@@ -532,7 +533,8 @@ def upscale_video(
         total = info.estimated_frames
         if (start is not None or end is not None) and info.rate:
             stop_at = end if end is not None else info.duration
-            total = round((stop_at - (start or 0.0)) * info.rate) if stop_at is not None else None
+            # Frames at start, start + 1/rate, ... before the end (exclusive): 0.3 s of 30.02 fps holds 10.
+            total = math.ceil((stop_at - (start or 0.0)) * info.rate - 1e-6) if stop_at is not None else None
         metadata = dict(reader.stream.metadata)
         with _temporary_output(dst_path) as tmp, _refusals_named(dst_path):
             writer = VideoWriter(tmp, plan, metadata=metadata, warn=warn)

@@ -590,6 +590,12 @@ def test_progress_reports_every_frame_against_the_estimated_total(tmp_path: Path
     assert isinstance(summary, VideoSummary) and summary.fps > 0
     assert [d for d, _ in calls] == list(range(1, 8))
     assert {t for _, t in calls} == {7}
+    # A time range: frames at 0.08, 0.12, 0.16 and 0.20 s start before its end.
+    calls.clear()
+    summary = upscale_video(
+        src, tmp_path / "r.mkv", model=up2, start=0.08, end=0.21, progress=lambda d, t: calls.append((d, t))
+    )
+    assert summary.frames == 4 and calls[-1] == (4, 4)
 
 
 def _rss_bytes() -> int:
