@@ -566,14 +566,28 @@ class VideoReader:
                 )
         return frame.to_ndarray(**kwargs)
 
+    def _seek_lands_before(self, start: float) -> bool:
+        """Whether seeking to the keyframe before ``start`` lands there, tried on a second opening of the file.
+        An MPEG-TS has no index: FFmpeg searches it by timestamp and may land past the keyframe, after which
+        nothing decodes until the next one (a GOP of frames lost), and a raw stream cannot seek at all. Those
+        are decoded from the top instead and skipped up to ``start``."""
+        with _open_input(self.path) as trial:
+            stream = trial.streams[self.stream.index]
+            try:
+                trial.seek(int(start / self.info.time_base), stream=stream, backward=True, any_frame=False)
+                for packet in trial.demux(stream):
+                    for frame in packet.decode():
+                        return frame.pts is not None and float(frame.pts * stream.time_base) <= start + 1e-9
+            except av.error.FFmpegError:
+                pass
+        return False
+
     def items(self, passthrough: tuple[int, ...] = ()) -> Iterator[DecodedFrame | av.Packet]:
         """Decoded video frames and passthrough packets in demux order (see the class docstring)."""
         streams = [self.stream, *(s for s in self.container.streams if s.index in passthrough)]
         tb = self.info.time_base
-        if self.start:
-            # An unseekable input (raw elementary stream) is decoded from the top and skipped up to start.
-            with contextlib.suppress(av.error.FFmpegError):
-                self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+        if self.start and self._seek_lands_before(self.start):
+            self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
         step = self._frame_step()
         last_pts: int | None = None
         index = 0

@@ -84,6 +84,17 @@ def test_time_range_yields_only_frames_inside_it() -> None:
     assert len(times) == 15
 
 
+@pytest.mark.parametrize("suffix", [".ts", ".mp4"])
+def test_a_start_time_loses_no_frame_where_seeking_lands_past_the_keyframe(tmp_path: Path, suffix: str) -> None:
+    """MPEG-TS has no index: FFmpeg's seek landed past the keyframe and a GOP of frames did not decode (from
+    0.5 s, the first frame came at 0.88 s)."""
+    src = tmp_path / f"broadcast{suffix}"
+    make_clip(src, frames=50, size=(32, 24), options={"g": "10", "bf": "2"})
+    every = [f.time for f in read_frames(src)]
+    for start in (0.5, 0.9, 1.3, every[0] + 0.001):
+        assert [f.time for f in read_frames(src, start=start)] == [t for t in every if t >= start]
+
+
 @pytest.mark.parametrize(("matrix", "full_range"), [(1, True), (1, False), (6, False), (6, True)])
 def test_colour_tags_drive_the_yuv_to_rgb_conversion(tmp_path: Path, matrix: int, full_range: bool) -> None:
     colour = np.zeros((32, 32, 3), np.uint8)
