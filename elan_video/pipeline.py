@@ -557,6 +557,11 @@ def upscale_video(
                 raise
             if writer.frames_written == 0:
                 writer.abort()
+                if reader.decode_errors == 0 and (start is not None or end is not None):
+                    span = f"{start or 0:g} s" + (f" to {end:g} s" if end is not None else " on")
+                    raise InputError(
+                        f"{src_path}: no video frame from {span} (the video lasts {info.duration or 0:.3g} s)"
+                    )
                 raise InputError(f"{src_path}: no video frame could be decoded")
             writer.close()
         lost = None

@@ -111,6 +111,10 @@ def test_a_time_range_upscales_only_that_part(tmp_path: Path) -> None:
     assert code == 1
     one_error_line(err, "end must be after start")
     assert not (tmp_path / "none.mp4").exists()
+    code, _, err = run(src, tmp_path / "late.mp4", "--start", "5", *fast(tmp_path))
+    assert code == 1
+    one_error_line(err, "no video frame from 5 s on (the video lasts 1 s)")
+    assert not (tmp_path / "late.mp4").exists()
 
 
 def test_an_animated_gif_stays_an_animation(tmp_path: Path) -> None:
