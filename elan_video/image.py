@@ -32,6 +32,7 @@ from .video import (
     _open_input,
     check_source,
     first_frame_alpha,
+    luma,
 )
 
 __all__ = [
@@ -310,11 +311,9 @@ _GREY_ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".tga", ".jp2", ".j2k")
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 (or x 4) -> H x W (or x 2, with the alpha) of the same dtype: the ITU-R 601 luma Pillow uses. The
-    source was grey, so R, G and B differ only where the network's outputs disagree by a few levels."""
-    rgb = image[..., :3].astype(np.int64)
-    luma = (((rgb * np.array([299, 587, 114])).sum(axis=-1) + 500) // 1000).astype(image.dtype)
-    return np.dstack([luma, image[..., 3]]) if image.shape[2] == 4 else luma
+    """H x W x 3 (or x 4) -> H x W (or x 2, with the alpha) of the same dtype: the luma. The source was grey, so
+    R, G and B differ only where the network's outputs disagree by a few levels."""
+    return np.dstack([luma(image), image[..., 3]]) if image.shape[2] == 4 else luma(image)
 
 
 def _exif_sized(exif: bytes, width: int, height: int) -> bytes:

@@ -37,6 +37,7 @@ __all__ = [
     "VideoWarning",
     "VideoWriter",
     "check_source",
+    "luma",
     "plan_encoder",
     "probe",
     "read_frames",
@@ -736,6 +737,20 @@ class EncoderPlan:
     rgb_format: str  # "rgb24"/"rgb48le", or "rgba"/"rgba64le" with alpha: what the frames handed to the writer are
     sample_aspect_ratio: Fraction | None = None
     display_matrix: tuple[int, ...] | None = None
+    # A grey source: frames are written with their luma in R, G and B, so that the few levels by which the
+    # network's channels disagree on grey input give no colour tint.
+    grey: bool = False
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 (or more: the first three are RGB) uint8/uint16 -> H x W of the same dtype: the ITU-R 601 luma
+    Pillow's convert("L") gives."""
+    weighted = rgb[..., :3].astype(np.int64) * np.array([299, 587, 114])
+    return ((weighted.sum(axis=-1) + 500) // 1000).astype(rgb.dtype)
+
+
+def _is_grey(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("gray", "ya", "mono"))
 
 
 @functools.cache
@@ -786,7 +801,7 @@ def _name_unnamed_layout(audio: av.AudioCodecContext) -> None:
 
 def _pick_pix_fmt(codec: av.Codec, info: VideoInfo, depth: int) -> str:
     chroma = "444" if info.chroma == "rgb" else info.chroma
-    if info.pix_fmt.startswith(("gray", "ya", "mono")):
+    if _is_grey(info.pix_fmt):
         # Grey has no colour to keep, and 4:4:4 H.264 (High 4:4:4) is what many players and browsers refuse.
         chroma = "420"
     suffix = "" if depth <= 8 else "10le"
@@ -934,6 +949,7 @@ def plan_encoder(
         rgb_format=("rgb24", "rgb48le", "rgba", "rgba64le")[(info.bit_depth > 8) + 2 * keeps_alpha],
         sample_aspect_ratio=info.sample_aspect_ratio,
         display_matrix=_scaled_matrix(info.display_matrix, outscale or scale),
+        grey=_is_grey(info.pix_fmt),
     )
 
 
@@ -1110,6 +1126,9 @@ class VideoWriter:
         """Encode one H x W x 3 (or x 4 with alpha) RGB frame (``plan.rgb_format``) presented at ``pts``
         (``plan.time_base`` units); a frame of another size than the plan's is resized with Lanczos (outscale)."""
         plan = self.plan
+        if plan.grey:
+            image = image.copy()
+            image[..., :3] = luma(image)[..., None]
         if plan.pad != (0, 0):
             image = np.pad(image, ((0, plan.pad[1]), (0, plan.pad[0]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=plan.rgb_format)
