@@ -52,13 +52,14 @@ __all__ = [
 HEIF_SUFFIXES = (".heic", ".heif")
 _NETPBM_SUFFIXES = (".ppm", ".pgm", ".pbm", ".pnm")
 IMAGE_SUFFIXES = (
-    *(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES),
+    *(".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES),
     *(*_NETPBM_SUFFIXES, ".tga", ".jp2", ".j2k", ".qoi"),
 )
 # Still-image formats with an alpha channel.
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES, ".tga", ".jp2", ".j2k", ".qoi")
 # Pillow's format names where they are not the suffix in capitals.
-_PILLOW_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF"}
+_PILLOW_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".jpe": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+_PILLOW_FORMATS |= {".heic": "HEIF", ".heif": "HEIF"}
 _PILLOW_FORMATS |= dict.fromkeys(_NETPBM_SUFFIXES, "PPM") | {".jp2": "JPEG2000", ".j2k": "JPEG2000"}
 # Netpbm names its grey and bilevel variants by suffix; Pillow picks the variant by the picture's mode.
 _NETPBM_MODES = {".pgm": "L", ".pbm": "1"}

@@ -244,9 +244,21 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{dst}: output is the input file; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
-    if is_image_path(src) != is_image_path(dst) and not (is_image_path(src) and _plays_as_video(src)):
-        kind = ("an image", "a video") if is_image_path(src) else ("a video", "an image")
+    src_image = is_image_path(src) or (is_image_path(dst) and _sniffs_as_image(src))
+    if src_image != is_image_path(dst) and not (src_image and _plays_as_video(src)):
+        kind = ("an image", "a video") if src_image else ("a video", "an image")
         raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
+
+
+def _sniffs_as_image(src: Path) -> bool:
+    """Whether FFmpeg reads ``src``, whose name has no image suffix (a download saved without one), with a
+    still-image demuxer (png_pipe, jpeg_pipe, ...)."""
+    try:
+        with av.open(str(src)) as container:
+            name = container.format.name
+    except (av.error.FFmpegError, OSError):
+        return False
+    return name == "image2" or name.endswith("_pipe")
 
 
 def _plays_as_video(src: Path) -> bool:

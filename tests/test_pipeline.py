@@ -262,7 +262,9 @@ def test_time_range_processes_only_that_part(tmp_path: Path, up2: Upscaler) -> N
     assert [t for t, _ in video_frames(tmp_path / "part.mp4")] == pytest.approx([0.3, 0.4, 0.5])
 
 
-@pytest.mark.parametrize(("src", "dst"), [("in.png", "out.png"), ("in.ppm", "out.tga"), ("in.qoi", "out.ppm")])
+@pytest.mark.parametrize(
+    ("src", "dst"), [("in.png", "out.png"), ("in.ppm", "out.tga"), ("in.qoi", "out.ppm"), ("in.jfif", "out.png")]
+)
 def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: str) -> None:
     from elan_video.image import read_image, write_image
 
@@ -271,7 +273,19 @@ def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: 
     model = tiny_elan(2)
     summary = upscale_video(tmp_path / src, tmp_path / dst, model=model, **FAST)
     assert summary.frames == 1 and summary.output_size == (56, 40)
-    np.testing.assert_array_equal(read_image(tmp_path / dst), upscale_image(model, image, **FAST))
+    decoded = read_image(tmp_path / src)  # JPEG's (JFIF's) loss included
+    np.testing.assert_array_equal(read_image(tmp_path / dst), upscale_image(model, decoded, **FAST))
+
+
+def test_an_image_saved_without_a_suffix_is_known_by_its_content(tmp_path: Path, up2: Upscaler) -> None:
+    from elan_video.image import read_image, write_image
+
+    image = pattern(2, 20, 12)
+    write_image(tmp_path / "download.png", image)
+    (tmp_path / "download.png").rename(tmp_path / "download")
+    summary = upscale_video(tmp_path / "download", tmp_path / "out.png", model=up2)
+    assert summary.output_size == (40, 24)
+    np.testing.assert_array_equal(read_image(tmp_path / "out.png"), up2(image))
 
 
 def test_a_grey_photo_comes_out_grey(tmp_path: Path, up2: Upscaler) -> None:
