@@ -1077,7 +1077,8 @@ class VideoWriter:
             codec = s.codec_context.codec if s.codec_context is not None else None
             cover = _is_cover(s)
             kind = "cover picture" if cover else s.type
-            label = f"{kind} stream #{s.index} ({codec.canonical_name if codec else 'unknown'})"
+            what = s.name if s.type == "attachment" else codec.canonical_name if codec else "unknown"
+            label = f"{kind} stream #{s.index} ({what})"
             name = self.container.format.name
             if (s.type in ("audio", "subtitle") or cover) and takes(codec) and _header_takes(name, s):
                 out = self.container.add_stream_from_template(s)
@@ -1112,6 +1113,10 @@ class VideoWriter:
                 self._subtitle_conversions[s.index] = (s, out)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")
+            elif s.type == "attachment" and self.container.format.name == "matroska":
+                # Fonts for ASS subtitles, mostly: without them the subtitles render in another typeface.
+                self.container.add_attachment(s.name, s.mimetype, s.data)
+                self.copied.append(s.index)
             elif s.type == "video" and not cover:
                 self.dropped.append(s.index)
                 self._warn(f"{label} left out: only the first video stream is upscaled")

@@ -373,6 +373,19 @@ def test_a_cameras_timecode_is_kept_without_a_warning(tmp_path: Path, up2: Upsca
         assert (tags.get("timecode"), tags.get("language")) == ("01:02:03:04", "eng")
 
 
+def test_matroska_attachments_such_as_subtitle_fonts_are_kept(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "anime.mkv"
+    font = ("Sub Font.ttf", "application/x-truetype-font", b"\0\1\0\0 not really a font")
+    make_clip(src, frames=3, attachments=[font])
+    summary = upscale_video(src, tmp_path / "out.mkv", model=up2)
+    assert (summary.streams_copied, summary.warnings) == (1, ())
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        kept = [(s.name, s.mimetype, s.data) for s in c.streams if s.type == "attachment"]
+    assert kept == [font]
+    with pytest.warns(VideoWarning, match=r"attachment stream #1 \(Sub Font.ttf\) cannot be stored in \.mp4"):
+        upscale_video(src, tmp_path / "out.mp4", model=up2)
+
+
 def _cover_png() -> bytes:
     import io
 

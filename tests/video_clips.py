@@ -106,6 +106,7 @@ def make_clip(
     transfer: int | None = None,
     primaries: int | None = None,
     video_tags: dict[str, str] | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] | None = None,
 ) -> list[np.ndarray]:
     """Encode ``frames`` pattern pictures (or ``images``) to ``path``; returns the RGB frames given to the encoder.
 
@@ -115,7 +116,8 @@ def make_clip(
     integers) tag the picture's geometry; ``tags`` are global metadata and ``chapters`` (start s, end s, title)
     the file's chapters; ``cover`` (PNG bytes) adds them as an attached picture, the way cover art is stored;
     ``transfer`` and ``primaries`` (AVColorTransferCharacteristic / AVColorPrimaries) tag the colour further;
-    ``video_tags`` are the video stream's (a "timecode" makes MOV/MP4 write a timecode track).
+    ``video_tags`` are the video stream's (a "timecode" makes MOV/MP4 write a timecode track); ``attachments``
+    (file name, MIME type, bytes) are embedded files, as Matroska carries subtitle fonts.
     """
     width, height = size
     time_base = time_base or Fraction(1, int(rate) * 100)
@@ -140,6 +142,8 @@ def make_clip(
             )
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.metadata.update(video_tags or {})
+        for name, mimetype, data in attachments or ():
+            out.add_attachment(name, mimetype, data)
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         range_ = 2 if full_range else 1
