@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import struct
 import tempfile
 import warnings
@@ -338,6 +339,10 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
     bits, chroma = _format_facts(pix_fmt)
     time_base = _fraction(stream.time_base) or Fraction(1, 90000)
     rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
+    if rate is not None and rate * time_base > 1:
+        # Frames cannot come closer than one tick of their own clock: the header's rate is wrong (a Matroska
+        # default duration left from another stream), and VP9 refused it ("Invalid parameter").
+        rate = _rate_from_timestamps(path, stream.index, time_base) or 1 / time_base
     frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
     duration = None
     if stream.duration:
@@ -431,6 +436,19 @@ def _hdr_metadata(path: Path, index: int) -> tuple[bytes | None, bytes | None]:
         found = {kind: bytes(data) for kind, data in frame.side_data.items()}
         return found.get(Type.MASTERING_DISPLAY_METADATA), found.get(Type.CONTENT_LIGHT_LEVEL)
     return None, None
+
+
+def _rate_from_timestamps(path: Path, index: int, time_base: Fraction) -> Fraction | None:
+    """The frame rate the first few dozen timestamps of stream ``index`` keep (their median spacing), or None."""
+    stamps: list[int] = []
+    with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(path)) as container:
+        for packet in container.demux(container.streams[index]):
+            if packet.pts is not None:
+                stamps.append(packet.pts)
+            if len(stamps) == 33:
+                break
+    steps = sorted(b - a for a, b in itertools.pairwise(sorted(stamps)) if b > a)
+    return 1 / (steps[len(steps) // 2] * time_base) if steps else None
 
 
 def _estimate_frames(path: Path, index: int, rate: Fraction | None) -> int | None:
@@ -773,6 +791,13 @@ def _muxer_takes(suffix: str, declared: frozenset[str], codec: av.Codec) -> bool
     return codec.name in declared or codec.canonical_name in _UNDECLARED_CODECS.get(suffix, ())
 
 
+def _label_like(out: av.stream.Stream, source: av.stream.Stream) -> None:
+    """Give an output stream its source's tags (language, title) and disposition (default, forced, commentary,
+    ...), by which players choose among several audio or subtitle tracks."""
+    out.metadata.update(dict(source.metadata))
+    out.disposition = source.disposition
+
+
 def _header_takes(format_name: str, stream: av.stream.Stream) -> bool:
     """Whether FFmpeg's ``format_name`` muxer writes its header for a copy of ``stream``: some refuse there codecs
     they declare (FLAC and Opus in MOV)."""
@@ -1064,6 +1089,7 @@ class VideoWriter:
         declared = frozenset(self.container.supported_codecs)
         video_tags = {k: v for k, v in source.streams[video_index].metadata.items() if k.lower() in _VIDEO_TAGS}
         self.video.metadata.update(video_tags)
+        self.video.disposition = source.streams[video_index].disposition
         timecode_kept = any(k.lower() == "timecode" for k in video_tags)
 
         def takes(codec: av.Codec | None) -> bool:
@@ -1084,9 +1110,9 @@ class VideoWriter:
                 out = self.container.add_stream_from_template(s)
                 if s.type == "audio":
                     _name_unnamed_layout(out.codec_context)
-                out.metadata.update(dict(s.metadata))
+                _label_like(out, s)
                 if cover:
-                    out.disposition = av.stream.Disposition.attached_pic
+                    out.disposition |= av.stream.Disposition.attached_pic
                 self._copies[s.index] = out
                 self.copied.append(s.index)
             elif s.type == "audio" and suffix in _AUDIO_FALLBACK and takes(av.Codec(_AUDIO_FALLBACK[suffix], "w")):
@@ -1095,7 +1121,7 @@ class VideoWriter:
                 if rates and rate not in rates:  # Opus and AC-3 take only a few rates: resample up to one
                     rate = min((r for r in rates if r >= rate), default=max(rates))
                 out = self.container.add_stream(target, rate=rate)
-                out.metadata.update(dict(s.metadata))
+                _label_like(out, s)
                 resampler = av.AudioResampler(
                     format=av.Codec(target, "w").audio_formats[0].name, layout=s.codec_context.layout, rate=rate
                 )
@@ -1109,7 +1135,7 @@ class VideoWriter:
                 out = self.container.add_stream(target)
                 out.codec_context.time_base = _MILLISECOND
                 out.codec_context.subtitle_header = decoder.subtitle_header
-                out.metadata.update(dict(s.metadata))
+                _label_like(out, s)
                 self._subtitle_conversions[s.index] = (s, out)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from fractions import Fraction
@@ -384,6 +385,43 @@ def test_matroska_attachments_such_as_subtitle_fonts_are_kept(tmp_path: Path, up
     assert kept == [font]
     with pytest.warns(VideoWarning, match=r"attachment stream #1 \(Sub Font.ttf\) cannot be stored in \.mp4"):
         upscale_video(src, tmp_path / "out.mp4", model=up2)
+
+
+def _remux(dst: Path, tracks: list[tuple[Path, str, av.stream.Disposition, str | None]]) -> None:
+    """Copy the first stream of each kind named in ``tracks`` (file, kind, disposition, language) into ``dst``."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(av.open(str(dst), "w"))
+        pairs = []
+        for path, kind, disposition, language in tracks:
+            source = stack.enter_context(av.open(str(path)))
+            ins = next(s for s in source.streams if s.type == kind)
+            copy = out.add_stream_from_template(ins)
+            copy.disposition = disposition
+            if language:
+                copy.metadata["language"] = language
+            pairs.append((source, ins, copy))
+        for source, ins, copy in pairs:
+            for packet in source.demux(ins):
+                if packet.size:
+                    packet.stream = copy
+                    out.mux(packet)
+
+
+def test_which_track_plays_by_default_is_kept(tmp_path: Path, up2: Upscaler) -> None:
+    make_clip(tmp_path / "v.mkv", frames=5)
+    make_tone(tmp_path / "tone.mkv", "libopus")
+    none, default = av.stream.Disposition(0), av.stream.Disposition.default
+    tracks = [(tmp_path / "v.mkv", "video", default, None)]
+    tracks += [(tmp_path / "tone.mkv", "audio", none, "eng"), (tmp_path / "tone.mkv", "audio", default, "fra")]
+    _remux(tmp_path / "film.mkv", tracks)
+    # The copied video keeps Matroska's default duration of the source's codec clock: 2500 fps on a 1 ms clock,
+    # which VP9 refused ("Invalid parameter"); the rate comes from the timestamps instead.
+    assert probe(tmp_path / "film.mkv").rate == 25
+    for name in ("out.mkv", "out.mp4", "out.webm"):
+        upscale_video(tmp_path / "film.mkv", tmp_path / name, model=up2)
+        with av.open(str(tmp_path / name)) as c:
+            audio = [(s.metadata.get("language"), bool(s.disposition & default)) for s in c.streams.audio]
+        assert audio == [("eng", False), ("fra", True)], name
 
 
 def _cover_png() -> bytes:
