@@ -577,11 +577,12 @@ def upscale_video(
                 raise InputError(f"{src_path}: no video frame could be decoded")
             writer.close()
         lost = None
-        if info.frames is not None and start is None and end is None:
-            lost = max(0, info.frames - reader.frames_decoded)
+        expected = reader.frames_expected()
+        if expected is not None and start is None and end is None:
+            lost = max(0, expected - reader.frames_decoded)
         if lost:
             warn(
-                f"{src_path}: {lost} of {info.frames} frames could not be decoded (damaged or truncated input); "
+                f"{src_path}: {lost} of {expected} frames could not be decoded (damaged or truncated input); "
                 f"wrote the {reader.frames_decoded} that could"
             )
         elif reader.decode_errors and lost is None:

@@ -544,6 +544,7 @@ class VideoReader:
         self._decoder = alpha_decoder if alpha_decoder is not None else self.stream.codec_context
         self.decode_errors = 0
         self.frames_decoded = 0
+        self._span: tuple[int, int] | None = None  # first and last timestamp decoded
         self.retimed = 0
         self._rgb_format = "rgb24" if self.info.bit_depth <= 8 else "rgb48le"
         self._size_changed = False
@@ -584,6 +585,16 @@ class VideoReader:
                     f"scaled to {info.width}x{info.height}"
                 )
         return frame.to_ndarray(**kwargs)
+
+    def frames_expected(self) -> int | None:
+        """The header's frame count, capped by the stream's duration over the spacing of the frames decoded so
+        far: an AVI written on a finer clock than its frames counts clock ticks (240 "frames" for 10 pictures
+        on a 1/600 s clock), which would otherwise read as frames lost."""
+        frames, duration = self.info.frames, self.info.duration
+        if frames is None or duration is None or self._span is None or self.frames_decoded < 2:
+            return frames
+        step = (self._span[1] - self._span[0]) * self.info.time_base / (self.frames_decoded - 1)
+        return min(frames, round(duration / float(step))) if step > 0 else frames
 
     def _seek_lands_before(self, start: float) -> bool:
         """Whether seeking to the keyframe before ``start`` lands there, tried on a second opening of the file.
@@ -656,6 +667,7 @@ class VideoReader:
                         return
                     last_pts = pts
                     self.frames_decoded += 1
+                    self._span = (pts, pts) if self._span is None else (self._span[0], pts)
                     alpha = None
                     if self.with_alpha and self.info.alpha:
                         # At the size to_array gives the picture, should it change mid-stream.

@@ -608,6 +608,16 @@ def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path:
     assert len(video_frames(tmp_path / "out.mp4")) == summary.frames
 
 
+def test_an_avi_counting_clock_ticks_as_frames_loses_none(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "camera.avi"
+    make_clip(src, frames=10, codec="mjpeg", pix_fmt="yuvj420p")
+    assert probe(src).frames == 240  # AVI's frame count on its 1/600 s clock: 24 ticks per picture
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the false "230 of 240 frames could not be decoded" is gone
+        summary = upscale_video(src, tmp_path / "out.mp4", model=up2)
+    assert (summary.frames, summary.frames_lost) == (10, 0)
+
+
 def test_truncated_file_with_its_index_at_the_end_fails_cleanly(tmp_path: Path, up2: Upscaler) -> None:
     whole = tmp_path / "whole.mp4"
     make_clip(whole, frames=20)
