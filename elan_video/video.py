@@ -339,9 +339,11 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
     bits, chroma = _format_facts(pix_fmt)
     time_base = _fraction(stream.time_base) or Fraction(1, 90000)
     rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate)
-    if rate is not None and rate * time_base > 1:
-        # Frames cannot come closer than one tick of their own clock: the header's rate is wrong (a Matroska
-        # default duration left from another stream), and VP9 refused it ("Invalid parameter").
+    measured = rate is not None and rate * time_base >= 1
+    if measured:
+        # A rate of one frame per clock tick or more is the clock's, not the pictures' (an AVI on a 1/600 s
+        # clock holding 25 fps), or impossible (2500 fps on a 1 ms Matroska clock, left by a remux; VP9 refused
+        # it: "Invalid parameter"). The timestamps say how far apart the frames are.
         rate = _rate_from_timestamps(path, stream.index, time_base) or 1 / time_base
     frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
     duration = None
@@ -349,7 +351,9 @@ def _video_info(container: av.container.InputContainer, path: Path) -> VideoInfo
         duration = float(stream.duration * time_base)
     elif container.duration:
         duration = container.duration / av.time_base
-    estimated = frames or (round(duration * rate) if duration and rate else None)
+    by_duration = round(duration * rate) if duration and rate else None
+    # Such a header counts clock ticks as frames too (240 for 10 pictures).
+    estimated = min(frames, by_duration) if measured and frames and by_duration else frames or by_duration
     if estimated is None:
         estimated = _estimate_frames(path, stream.index, rate)
     colour = ColourTags.resolve(

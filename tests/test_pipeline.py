@@ -611,7 +611,9 @@ def test_truncated_input_keeps_what_decodes_and_counts_the_lost_frames(tmp_path:
 def test_an_avi_counting_clock_ticks_as_frames_loses_none(tmp_path: Path, up2: Upscaler) -> None:
     src = tmp_path / "camera.avi"
     make_clip(src, frames=10, codec="mjpeg", pix_fmt="yuvj420p")
-    assert probe(src).frames == 240  # AVI's frame count on its 1/600 s clock: 24 ticks per picture
+    info = probe(src)
+    assert info.frames == 240  # AVI's frame count on its 1/600 s clock: 24 ticks per picture
+    assert (info.rate, info.estimated_frames) == (25, 10)  # from the timestamps
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the false "230 of 240 frames could not be decoded" is gone
         summary = upscale_video(src, tmp_path / "out.mp4", model=up2)
