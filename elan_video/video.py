@@ -906,13 +906,17 @@ def plan_encoder(
     ``outscale``: the output is that many times the source's size instead (the writer resizes the network's
     ``scale`` times larger frames with Lanczos), rounded to even sizes for encoders that need them.
 
-    Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources), .webm VP9, .y4m raw; the pixel
-    format keeps the source's chroma layout and bit depth where the codec allows. Raises OptionError.
+    Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources; ProRes for a ProRes source in .mov
+    and .mkv), .webm VP9, .y4m raw; the pixel format keeps the source's chroma layout, bit depth and alpha where
+    the codec allows. Raises OptionError.
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()
     deep = info.bit_depth > 8
     muxer, declared = _container_caps(suffix)
+    if codec is None and info.codec == "prores" and suffix in (".mov", ".mkv"):
+        # A ProRes master stays ProRes: it is an editor's intermediate, and ProRes 4444 keeps its alpha.
+        codec = "prores_ks"
     if codec is None:
         codec = _DEFAULT_CODECS[suffix][deep] if suffix in _DEFAULT_CODECS else "libx264"
     try:

@@ -182,6 +182,16 @@ def test_a_grey_source_is_encoded_in_the_most_playable_chroma_layout(
     assert (plan.codec, plan.pix_fmt) == (codec, expected)
 
 
+def test_a_prores_master_stays_prores_where_the_container_holds_it(tmp_path: Path) -> None:
+    src = tmp_path / "master.mov"
+    make_clip(src, frames=2, codec="prores_ks", pix_fmt="yuv422p10le")
+    info = probe(src)
+    for name, codec in (("out.mov", "prores_ks"), ("out.mkv", "prores_ks"), ("out.mp4", "libx265")):
+        plan = plan_encoder(tmp_path / name, info, scale=2)
+        assert (plan.codec, plan.pix_fmt) == (codec, "yuv422p10le")
+    assert plan_encoder(tmp_path / "out.mov", info, scale=2, codec="libx264").codec == "libx264"  # asked for
+
+
 def test_odd_output_sizes_are_padded_only_for_encoders_that_need_even_sizes() -> None:
     info = probe(shared_path("data", "video", "realshort_odd319x239_vp9_opus.webm"))
     x264 = plan_encoder(Path("o.mp4"), info, scale=3)
