@@ -537,6 +537,13 @@ def upscale_video(
                 f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src_path} is dropped "
                 "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
             )
+        out_bits = max(c.bits for c in av.VideoFormat(plan.pix_fmt).components)
+        if pix_fmt is None and info.bit_depth > 8 and out_bits < info.bit_depth:
+            hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""
+            warn(
+                f"{plan.codec} takes no {info.bit_depth}-bit format here; {src_path} is written with {out_bits} "
+                f"bits{hint}"
+            )
         if plan.pad != (0, 0):
             warn(
                 f"{plan.codec} needs an even frame size: {plan.width - plan.pad[0]}x{plan.height - plan.pad[1]} "

@@ -471,8 +471,12 @@ def test_hdr10_metadata_an_encoder_cannot_take_is_reported(tmp_path: Path, up2: 
 
     src = tmp_path / "hdr10.mkv"
     make_hdr10_clip(src)
-    with pytest.warns(VideoWarning, match="libvpx-vp9 does not take the source's HDR10 mastering display"):
-        upscale_video(src, tmp_path / "out.webm", model=up2)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        summary = upscale_video(src, tmp_path / "out.webm", model=up2)
+    heard = "\n".join(summary.warnings)
+    assert "libvpx-vp9 does not take the source's HDR10 mastering display" in heard
+    assert "written with 8 bits" in heard  # PyAV's libvpx has no 10-bit VP9
     assert probe(tmp_path / "out.webm").colour.trc == 16
 
 
@@ -733,6 +737,15 @@ def test_ten_bit_y4m_in_ten_bit_y4m_out(tmp_path: Path) -> None:
     summary = upscale_video(src, tmp_path / "o.y4m", model=Upscaler(tiny_elan(2), scale=2, **FAST), end=0.08)
     assert summary.frames == 2 and summary.pix_fmt == "yuv420p10le"
     assert probe(tmp_path / "o.y4m").bit_depth == 10
+
+
+def test_ten_bits_an_encoder_cannot_keep_are_reported(tmp_path: Path) -> None:
+    src = shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m")
+    up = Upscaler(tiny_elan(2), scale=2, **FAST)
+    # PyAV's libvpx is built without VP9's high bit depths.
+    with pytest.warns(VideoWarning, match=r"libvpx-vp9 takes no 10-bit format here; .* written with 8 bits \(HEVC"):
+        summary = upscale_video(src, tmp_path / "o.webm", model=up, end=0.04)
+    assert summary.pix_fmt == "yuv420p"
 
 
 def test_video_bench_measures_each_stage_and_the_whole(up2: Upscaler) -> None:
