@@ -801,6 +801,18 @@ def _container_caps(suffix: str) -> tuple[str, frozenset[str]]:
             out.close()
 
 
+def _video_encoders(names: frozenset[str]) -> list[str]:
+    """The software video encoders among codec ``names`` (hardware ones need a device this may not have)."""
+    found = []
+    for name in sorted(names):
+        with contextlib.suppress(ValueError, av.error.FFmpegError):
+            codec = av.Codec(name, "w")
+            hardware = any(tag in name for tag in ("_nvenc", "_qsv", "_vaapi", "_v4l2m2m", "_amf", "_mf", "_cuvid"))
+            if codec.type == "video" and not hardware and codec.name == name:
+                found.append(name)
+    return found
+
+
 def _muxer_takes(suffix: str, declared: frozenset[str], codec: av.Codec) -> bool:
     """Whether a file with this ``suffix``, whose muxer declares the codec names ``declared``, can store
     ``codec``'s streams."""
@@ -926,7 +938,8 @@ def plan_encoder(
     if enc.type != "video":
         raise OptionError(f"codec {codec!r} is a {enc.type} encoder, not a video encoder")
     if not _muxer_takes(suffix, declared, enc):
-        raise OptionError(f"codec {enc.name} cannot be stored in a {suffix or muxer} file ({muxer})")
+        takes = ", ".join(_video_encoders(declared)) or "none of this FFmpeg's video encoders"
+        raise OptionError(f"codec {enc.name} cannot be stored in a {suffix or muxer} file ({muxer}); it takes {takes}")
     if pix_fmt is None:
         pix_fmt = (info.alpha and _pick_alpha_pix_fmt(enc, info)) or _pick_pix_fmt(enc, info, info.bit_depth)
     else:

