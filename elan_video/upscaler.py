@@ -14,7 +14,7 @@ from .arch import ELAN
 from .backends import BACKENDS, PRECISIONS, Forward, build_backend, parse_device, precision_candidates
 from .checkpoint import load_model
 from .errors import InputError, OptionError
-from .memory import auto_tile, free_memory
+from .memory import auto_tile, free_memory, tiling_bytes
 
 __all__ = ["MIN_PSNR_DB", "Upscaler", "psnr", "upscale_image"]
 
@@ -179,6 +179,13 @@ class Upscaler:
                 if budget is None:
                     free = free_memory(self.device)
                     budget = None if free is None else free // 2
+                    held = tiling_bytes(height, width, scale=self.scale)
+                    if free is not None and held > free:
+                        # Better said now than by the kernel's out-of-memory killer after minutes of work.
+                        raise InputError(
+                            f"a {width}x{height} picture upscaled x{self.scale} needs {held / 2**30:.1f} GB for its "
+                            f"output alone and {self.device.type} has {free / 2**30:.1f} GB free; cut it into parts"
+                        )
                 self._tiles[height, width] = (
                     None
                     if budget is None

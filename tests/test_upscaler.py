@@ -98,6 +98,14 @@ def test_a_cuda_upscaler_plans_its_tiles_with_the_cuda_estimate() -> None:
     assert up.tile_for(120, 120) is None
 
 
+def test_a_picture_whose_output_alone_exceeds_free_memory_is_refused_before_any_work() -> None:
+    up = ev.Upscaler(tiny_elan(2), precision="fp32")
+    side = 200_000  # 40 gigapixels: 3 TB of float32 output
+    with pytest.raises(ev.InputError, match=r"a 200000x200000 picture upscaled x2 needs \d+\.\d GB for its output"):
+        up.tile_for(side, side)
+    assert up.tile_for(64, 64) is None
+
+
 def test_auto_tile_is_the_largest_multiple_of_16_within_the_budget() -> None:
     budget = frame_bytes(1000, 1000, channels=60, batch=2)
     assert auto_tile(900, 1100, budget=budget, channels=60, scale=2, batch=2) is None  # 0.99 MP fits
