@@ -1119,7 +1119,7 @@ class VideoWriter:
     def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
         """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
         suffix = self.path.suffix.lower()
-        declared = frozenset(self.container.supported_codecs)
+        muxer, declared = self.container.format.name, frozenset(self.container.supported_codecs)
         video_tags = {k: v for k, v in source.streams[video_index].metadata.items() if k.lower() in _VIDEO_TAGS}
         self.video.metadata.update(video_tags)
         self.video.disposition = source.streams[video_index].disposition
@@ -1138,8 +1138,7 @@ class VideoWriter:
             kind = "cover picture" if cover else s.type
             what = s.name if s.type == "attachment" else codec.canonical_name if codec else "unknown"
             label = f"{kind} stream #{s.index} ({what})"
-            name = self.container.format.name
-            if (s.type in ("audio", "subtitle") or cover) and takes(codec) and _header_takes(name, s):
+            if (s.type in ("audio", "subtitle") or cover) and takes(codec) and _header_takes(muxer, s):
                 out = self.container.add_stream_from_template(s)
                 if s.type == "audio":
                     _name_unnamed_layout(out.codec_context)
@@ -1172,7 +1171,7 @@ class VideoWriter:
                 self._subtitle_conversions[s.index] = (s, out)
                 self.reencoded.append(s.index)
                 self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")
-            elif s.type == "attachment" and self.container.format.name == "matroska":
+            elif s.type == "attachment" and muxer == "matroska":
                 # Fonts for ASS subtitles, mostly: without them the subtitles render in another typeface.
                 self.container.add_attachment(s.name, s.mimetype, s.data)
                 self.copied.append(s.index)
