@@ -14,6 +14,7 @@ import contextlib
 import functools
 import io
 import itertools
+import os
 import struct
 import tempfile
 import warnings
@@ -1083,6 +1084,10 @@ class VideoWriter:
 
     def _setup_video(self, metadata: dict[str, str]) -> None:
         plan = self.plan
+        if plan.codec == "libsvtav1":
+            # SVT-AV1 writes a 20-line banner and its warnings to stderr itself; this level (errors only) is read
+            # from the environment when its first encoder starts. A value the user set is kept.
+            os.environ.setdefault("SVT_LOG", "1")
         stream = self.container.add_stream(plan.codec, rate=plan.rate, options=dict(plan.options))
         cc = stream.codec_context
         cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt

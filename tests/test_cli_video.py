@@ -82,6 +82,16 @@ def test_encoder_options_reach_the_encoder(tmp_path: Path, clip: Path) -> None:
     assert code == 0, err
 
 
+def test_av1_output_is_quiet_where_svt_av1_would_print_its_banner(tmp_path: Path, clip: Path) -> None:
+    """SVT-AV1 writes to the process's stderr itself (a 20-line banner, a thread-priority warning), so only a
+    fresh process shows whether it was told not to."""
+    env = {k: v for k, v in os.environ.items() if k != "SVT_LOG"}
+    cmd = [*ELAN_VIDEO, clip, tmp_path / "out.mkv", *fast(tmp_path), "--codec", "libsvtav1", "--quiet"]
+    proc = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert len(video_frames(tmp_path / "out.mkv")) == 5
+
+
 def test_interlaced_source_is_deinterlaced_unless_asked_not_to(tmp_path: Path) -> None:
     src = tmp_path / "interlaced.mkv"
     make_interlaced_clip(src)
