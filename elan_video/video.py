@@ -19,7 +19,7 @@ import struct
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -1002,7 +1002,8 @@ def plan_encoder(
         options=options,
         # Y4M's > 8-bit layouts are an FFmpeg extension of the format, written only when asked to.
         muxer_options={"strict": "unofficial"} if muxer == "yuv4mpegpipe" else {},
-        colour=info.colour,
+        # JPEG's YUV is full range; FFmpeg's MJPEG encoder refuses limited range ("Invalid argument").
+        colour=replace(info.colour, range=_RANGE_FULL) if enc.name == "mjpeg" else info.colour,
         time_base=info.time_base,
         rate=info.rate,
         rgb_format=("rgb24", "rgb48le", "rgba", "rgba64le")[(info.bit_depth > 8) + 2 * keeps_alpha],

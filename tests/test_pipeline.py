@@ -739,6 +739,18 @@ def test_ten_bit_y4m_in_ten_bit_y4m_out(tmp_path: Path) -> None:
     assert probe(tmp_path / "o.y4m").bit_depth == 10
 
 
+def test_mjpeg_output_is_full_range_with_the_same_colours(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=2, size=(48, 32))
+    upscale_video(src, tmp_path / "lossless.mkv", model=up2, codec="ffv1", pix_fmt="gbrp")
+    # FFmpeg's MJPEG encoder refused the source's limited range ("Invalid argument"): JPEG's YUV is full range.
+    upscale_video(src, tmp_path / "old_editor.avi", model=up2, codec="mjpeg")
+    assert probe(tmp_path / "old_editor.avi").colour.range == 2
+    want = [image.astype(float) for _, image in video_frames(tmp_path / "lossless.mkv")]
+    got = [image.astype(float) for _, image in video_frames(tmp_path / "old_editor.avi")]
+    assert len(got) == 2 and all(abs(g.mean() - w.mean()) < 2 for g, w in zip(got, want, strict=True))
+
+
 def test_ten_bits_an_encoder_cannot_keep_are_reported(tmp_path: Path) -> None:
     src = shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m")
     up = Upscaler(tiny_elan(2), scale=2, **FAST)
