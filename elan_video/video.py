@@ -82,10 +82,16 @@ _M2TS_CODECS = frozenset(
     {"mpeg2video", "h264", "hevc", "vc1", "pcm_bluray", "ac3", "eac3", "dts", "truehd", "hdmv_pgs_subtitle"}
     | {"hdmv_text_subtitle"}
 )
+# MPEG program streams likewise: FFmpeg's mpegenc.c writes MPEG-2 and H.264 video besides MPEG-1.
+_PS_CODECS = frozenset({"mpeg1video", "mpeg2video", "h264", "mp2", "mp3", "ac3", "dts", "dvd_subtitle"})
 _UNDECLARED_CODECS = {".ts": _TS_CODECS, ".mts": _TS_CODECS, ".m2ts": _M2TS_CODECS}
+_UNDECLARED_CODECS |= {".mpg": _PS_CODECS, ".mpeg": _PS_CODECS}
 # Constant-quality defaults: visually transparent for the codec's scale.
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28, "libaom-av1": 28}
 _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
+# FFmpeg's own DCT encoders, which take a constant quantiser (global_quality in lambda units) for quality.
+_QSCALE_CODECS = ("mpeg1video", "mpeg2video", "mpeg4", "msmpeg4", "msmpeg4v2", "h263", "h263p", "flv", "mjpeg")
+_QP2LAMBDA = 118
 # Encoders that refuse odd frame sizes with subsampled chroma; others (VP9, FFV1, raw) accept them.
 _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", "h264_nvenc", "hevc_nvenc")
 # FFmpeg's display matrix (nine native-endian int32: 16.16 fixed point, 2.30 for the last column) of "no transform".
@@ -106,7 +112,7 @@ _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_
 _VIDEO_TAGS = frozenset({"timecode", "language", "title"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
-_AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3"}
+_AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
 # mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
 _SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
@@ -966,6 +972,10 @@ def plan_encoder(
             options["b"] = "0"  # constant quality rather than quality capped by the 200 kb/s default bit rate
     if enc.name in ("libvpx-vp9", "libvpx"):
         options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    if enc.name in _QSCALE_CODECS:
+        # Their default is a 200 kb/s bit rate: 27.6 dB for MPEG-4 Part 2 on a 352x288 clip, 37.4 dB at
+        # quantiser 2, like the CRF defaults above (x264 at CRF 18: 36.3 dB).
+        options |= {"flags": "+qscale", "global_quality": str(2 * _QP2LAMBDA)}
     if preset is not None:
         if enc.name not in _PRESET_CODECS:
             raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
@@ -1093,6 +1103,9 @@ class VideoWriter:
         cc = stream.codec_context
         cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt
         cc.time_base = plan.time_base
+        if plan.codec in ("mpeg1video", "mpeg2video") and plan.rate:
+            # MPEG-1/2 count time in frames of one of their standard rates; the frames' stamps are rebased to it.
+            cc.time_base = 1 / plan.rate
         stream.time_base = plan.time_base
         if plan.rate:
             cc.framerate = plan.rate
