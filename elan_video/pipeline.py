@@ -48,6 +48,7 @@ from .video import (
     VideoReader,
     VideoWarning,
     VideoWriter,
+    _format_facts,
     check_outscale,
     check_source,
     plan_encoder,
@@ -537,7 +538,7 @@ def upscale_video(
                 f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src_path} is dropped "
                 "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
             )
-        out_bits = max(c.bits for c in av.VideoFormat(plan.pix_fmt).components)
+        out_bits, _ = _format_facts(plan.pix_fmt)
         if pix_fmt is None and info.bit_depth > 8 and out_bits < info.bit_depth:
             hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""
             warn(
