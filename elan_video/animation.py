@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OptionError
-from .video import WarnCallback, _default_warn
+from .errors import InputError, OptionError, WarnCallback, default_warn
 
 __all__ = ["ANIMATION_SUFFIXES", "Animation", "read_animation", "write_animation"]
 
@@ -107,7 +106,7 @@ def write_animation(
         # one is transparent; and Pillow's palette optimisation loses the transparent entry.
         options.update(disposal=2, optimize=False)
     if icc_profile and fmt == "GIF":
-        (warn or _default_warn)(f"{Path(path).name}: GIF cannot hold the source's ICC profile; not written")
+        (warn or default_warn)(f"{Path(path).name}: GIF cannot hold the source's ICC profile; not written")
     elif icc_profile:
         options["icc_profile"] = icc_profile
     pictures[0].save(path, format=fmt, **options)

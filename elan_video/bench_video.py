@@ -13,7 +13,7 @@ import torch
 
 from .arch import ELAN
 from .errors import OptionError
-from .pipeline import _default_cpu_threads, _make_upscaler, upscale_video
+from .pipeline import default_cpu_threads, make_upscaler, upscale_video
 from .upscaler import Upscaler
 from .video import VideoReader, VideoWriter, plan_encoder
 
@@ -67,7 +67,7 @@ def run_video_bench(
         raise OptionError(f"frames must be at least 2, got {frames}")
     if width < 16 or height < 16:
         raise OptionError(f"size must be at least 16x16, got {width}x{height}")
-    up = _make_upscaler(
+    up = make_upscaler(
         model,
         scale=scale,
         device=device,
@@ -77,7 +77,7 @@ def run_video_bench(
         tile_overlap=tile_overlap,
         batch=batch,
     )
-    threads = _default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
+    threads = default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="elan-bench-") as tmp:
         src = Path(tmp) / "bench_in.mp4"
         with av.open(str(src), mode="w") as out:

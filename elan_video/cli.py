@@ -130,8 +130,8 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
     """
     import warnings
 
+    from .errors import VideoWarning
     from .pipeline import upscale_video
-    from .video import VideoWarning
 
     if scale is None and options["model"] is not None:
         from .checkpoint import load_model
@@ -223,11 +223,10 @@ def _upscale_folder(
     """Upscale every image file directly in ``source`` into ``destination`` under the same names, with one
     model for all. A file that fails is reported on one line (through ``say``) and the rest go on. Returns
     (done, failed)."""
-    from .errors import InputError
+    from .errors import InputError, OutputError
     from .image import IMAGE_SUFFIXES, is_image_path
     from .pipeline import check_image_options, upscale_video
     from .upscaler import Upscaler
-    from .video import OutputError
 
     images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
     if not images:

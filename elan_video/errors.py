@@ -1,8 +1,22 @@
-"""The project's exception hierarchy: every error the library raises on purpose derives from ElanVideoError."""
+"""The project's exception hierarchy (every error the library raises on purpose derives from ElanVideoError) and
+its warning category for media that lose something on the way."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ElanVideoError", "InputError", "OptionError", "MissingDependencyError"]
+import warnings
+from collections.abc import Callable
+
+__all__ = [
+    "CheckpointError",
+    "ElanVideoError",
+    "InputError",
+    "MissingDependencyError",
+    "OptionError",
+    "OutputError",
+    "VideoWarning",
+    "WarnCallback",
+    "default_warn",
+]
 
 
 class ElanVideoError(Exception):
@@ -23,3 +37,19 @@ class InputError(ElanVideoError):
 
 class MissingDependencyError(ElanVideoError, ImportError):
     """An optional dependency is needed for the requested feature; the message carries an install hint."""
+
+
+class OutputError(ElanVideoError):
+    """The destination cannot be written (missing folder, same as the input, exists without overwrite)."""
+
+
+class VideoWarning(UserWarning):
+    """Something was lost or changed on the way (frames that did not decode, a dropped stream, padding)."""
+
+
+WarnCallback = Callable[[str], None]
+
+
+def default_warn(message: str) -> None:
+    """Issue ``message`` as a :class:`VideoWarning` attributed to the caller's caller."""
+    warnings.warn(message, VideoWarning, stacklevel=3)

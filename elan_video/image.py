@@ -21,19 +21,10 @@ import av.error
 import numpy as np
 
 from .animation import write_animation
-from .errors import InputError, OptionError
-from .video import (
-    DecodedFrame,
-    VideoReader,
-    WarnCallback,
-    _default_warn,
-    _has_alpha,
-    _main_video,
-    _open_input,
-    check_source,
-    first_frame_alpha,
-    luma,
-)
+from .errors import InputError, OptionError, WarnCallback, default_warn
+from .video.pixels import has_alpha, luma
+from .video.probe import check_source, first_frame_alpha, main_video, open_input
+from .video.reader import DecodedFrame, VideoReader
 
 __all__ = [
     "ALPHA_SUFFIXES",
@@ -140,10 +131,10 @@ def read_alpha(path: str | Path) -> np.ndarray | None:
         picture = _decode_heif(p)
         opaque = picture.shape[2] == 3 or int(picture[..., 3].min()) == 255
         return None if opaque else np.ascontiguousarray(picture[..., 3])
-    with _open_input(p) as container:
-        stream = _main_video(container, p)
+    with open_input(p) as container:
+        stream = main_video(container, p)
         fmt = stream.codec_context.format
-        if fmt is None or not (fmt.has_palette or _has_alpha(fmt)):  # a palette may have transparent entries
+        if fmt is None or not (fmt.has_palette or has_alpha(fmt)):  # a palette may have transparent entries
             return None
         alpha = first_frame_alpha(container, stream)
     return None if alpha is None else _upright(alpha[..., None], _photo_header(p)[0])[..., 0]
@@ -245,7 +236,7 @@ def write_image(
     p = Path(path)
     suffix = p.suffix.lower()
     tags = tags or PhotoTags()
-    warn = warn or _default_warn
+    warn = warn or default_warn
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise OptionError(f"image must be H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {image.shape}")
     if image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:

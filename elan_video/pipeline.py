@@ -30,7 +30,7 @@ import torch
 
 from .animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
 from .arch import ELAN
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, OutputError, VideoWarning
 from .image import (
     ALPHA_SUFFIXES,
     frame_count,
@@ -42,17 +42,11 @@ from .image import (
     write_image,
 )
 from .upscaler import Upscaler
-from .video import (
-    DecodedFrame,
-    OutputError,
-    VideoReader,
-    VideoWarning,
-    VideoWriter,
-    _format_facts,
-    check_outscale,
-    check_source,
-    plan_encoder,
-)
+from .video.encoding import check_outscale, plan_encoder
+from .video.pixels import format_facts
+from .video.probe import check_source
+from .video.reader import DecodedFrame, VideoReader
+from .video.writer import VideoWriter
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
@@ -70,7 +64,7 @@ class VideoSummary:
     frames: frames written; frames_lost: frames the container announced that could not be decoded (None when
     the source does not say how many it has); sizes are (width, height); codec/pix_fmt of the output video
     (None for still images); seconds: wall time of the whole job; warnings: the messages also sent through
-    ``warnings.warn`` (category :class:`~elan_video.video.VideoWarning`).
+    ``warnings.warn`` (category :class:`~elan_video.errors.VideoWarning`).
     """
 
     source: Path
@@ -388,7 +382,8 @@ def _outscaled(result: np.ndarray, source_shape: tuple[int, ...], outscale: floa
     return resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
 
 
-def _make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
+def make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
+    """``model`` as an :class:`Upscaler` for ``scale`` (checked, or built with ``options``)."""
     if isinstance(model, Upscaler):
         if model.scale != scale:
             raise OptionError(f"scale {scale} does not match the upscaler, which upscales x{model.scale}")
@@ -487,7 +482,7 @@ def upscale_video(
         # Decoded before the model loads, so that an unreadable file fails at once.
         if frames > 1 and dst_path.suffix.lower() in ANIMATION_SUFFIXES:
             animation = read_animation(src_path)
-            up = _make_upscaler(model, scale=scale, **model_options)
+            up = make_upscaler(model, scale=scale, **model_options)
             shapes, count = _upscale_animation(
                 src_path, dst_path, up, animation, outscale=outscale, progress=progress, warn=warn
             )
@@ -498,7 +493,7 @@ def upscale_video(
                     f" ({', '.join(ANIMATION_SUFFIXES)} outputs keep them all)"
                 )
             image = read_image(src_path)
-            up = _make_upscaler(model, scale=scale, **model_options)
+            up = make_upscaler(model, scale=scale, **model_options)
             shapes, count = _upscale_still(src_path, dst_path, up, image, outscale=outscale, warn=warn), 1
             if progress is not None:
                 progress(1, 1)
@@ -526,7 +521,7 @@ def upscale_video(
         plan = plan_encoder(
             dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset, outscale=outscale
         )
-        up = _make_upscaler(model, scale=scale, **model_options)
+        up = make_upscaler(model, scale=scale, **model_options)
         if (info.mastering_display or info.content_light) and plan.codec != "libx265":
             warn(
                 f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
@@ -538,7 +533,7 @@ def upscale_video(
                 f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src_path} is dropped "
                 "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
             )
-        out_bits, _ = _format_facts(plan.pix_fmt)
+        out_bits, _ = format_facts(plan.pix_fmt)
         if pix_fmt is None and info.bit_depth > 8 and out_bits < info.bit_depth:
             hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""
             warn(
@@ -614,7 +609,7 @@ def upscale_video(
         )
 
 
-def _default_cpu_threads() -> int:
+def default_cpu_threads() -> int:
     """Intra-op threads for CPU inference inside the pipeline.
 
     From 4 cores up, all but one, which decoding and encoding use. Below that every core: the network is
@@ -688,7 +683,7 @@ def _stream(
         runner = _CpuRunner(up)
         # PyTorch's OpenMP workers spin between operators; with every core taken they starve the decode and
         # encode threads (measured on 2 cores: 25 frames took 7.5 s with 2 threads, 0.26 s with 1).
-        torch.set_num_threads(cpu_threads or _default_cpu_threads())
+        torch.set_num_threads(cpu_threads or default_cpu_threads())
     threads = [threading.Thread(target=read, name="elan-decode"), threading.Thread(target=write, name="elan-encode")]
     for t in threads:
         t.start()

@@ -1,4 +1,5 @@
-"""video.py on the real clips in ../shared/data/video and small synthetic ones: decoding, timing, colour, encoding."""
+"""elan_video.video on the real clips in ../shared/data/video and small synthetic ones: decoding, timing, colour,
+encoding."""
 
 from __future__ import annotations
 

@@ -1,0 +1,350 @@
+"""Writing: encode RGB frames at their source timestamps and mux them with the source's other streams, copied,
+re-encoded or converted where the container refuses them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from ..errors import OutputError, WarnCallback, default_warn
+from .encoding import EncoderPlan, muxer_takes
+from .pixels import SPC_RGB, SPC_UNSPECIFIED, luma
+from .probe import is_cover, is_text_subtitle, stream_display_matrix, stream_sar
+
+__all__ = [
+    "VideoWriter",
+]
+
+_AVDISCARD_ALL = 48
+# Global tags each muxer writes for itself: the source's would misdescribe the output.
+_MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
+# The video stream's own tags that describe the pictures' content rather than their coding. A camera's start
+# timecode is one: MOV/MP4 store it as a tmcd track, which their muxer writes again from this tag.
+_VIDEO_TAGS = frozenset({"timecode", "language", "title"})
+# Audio codec to re-encode to when the output container refuses the source's audio codec.
+_AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
+_AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
+# Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
+# mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
+_SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
+
+_MILLISECOND = Fraction(1, 1000)
+_CUE_UNTIL_NEXT = 2**31  # ms; longer "durations" are FFmpeg's marker for an open-ended cue
+
+
+def _label_like(out: av.stream.Stream, source: av.stream.Stream) -> None:
+    """Give an output stream its source's tags (language, title) and disposition (default, forced, commentary,
+    ...), by which players choose among several audio or subtitle tracks."""
+    out.metadata.update(dict(source.metadata))
+    out.disposition = source.disposition
+
+
+def _header_takes(format_name: str, stream: av.stream.Stream) -> bool:
+    """Whether FFmpeg's ``format_name`` muxer writes its header for a copy of ``stream``: some refuse there codecs
+    they declare (FLAC and Opus in MOV)."""
+    trial = av.open(io.BytesIO(), "w", format=format_name)
+    try:
+        trial.add_stream_from_template(stream)
+        trial.start_encoding()
+        return True
+    except (av.error.FFmpegError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(av.error.FFmpegError, ValueError):
+            trial.close()
+
+
+# FFmpeg's default layouts for channel counts whose order a file left unnamed ("2 channels").
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 4: "quad", 6: "5.1", 8: "7.1"}
+
+
+def _name_unnamed_layout(audio: av.AudioCodecContext) -> None:
+    """Give copied audio whose channel order is unnamed the usual one for its channel count: MP4 refuses to
+    finish a file with unnamed PCM channels ("unsupported channel layout 2 channels"), and players assume it."""
+    if audio.layout.name == f"{audio.channels} channels" and audio.channels in _DEFAULT_LAYOUTS:
+        audio.layout = _DEFAULT_LAYOUTS[audio.channels]
+
+
+class VideoWriter:
+    """Encode RGB frames (with their source timestamps) and mux them together with copied or re-encoded streams.
+
+    ``plan`` fixes the encoder; the source's other streams are attached with :meth:`add_streams_from` (copy when
+    the container accepts the codec, else re-encode audio / drop the rest, with a :class:`VideoWarning`).
+    Frames are H x W x 3 ``plan.rgb_format`` arrays at the unpadded size. Use as a context manager; the file
+    is complete only after :meth:`close` returns without error.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        plan: EncoderPlan,
+        *,
+        metadata: dict[str, str] | None = None,
+        warn: WarnCallback | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._warn = warn or default_warn
+        self.plan = plan
+        try:
+            self.container = av.open(str(self.path), mode="w", options=dict(plan.muxer_options))
+        except (ValueError, av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"{self.path}: cannot be created ({exc})") from None
+        try:
+            self._setup_video(metadata or {})
+        except BaseException:
+            self.container.close()
+            raise
+        self._copies: dict[int, av.stream.Stream] = {}
+        self._reencodes: dict[int, tuple[av.stream.Stream, av.stream.Stream, object]] = {}
+        self._subtitle_conversions: dict[int, tuple[av.stream.Stream, av.stream.Stream]] = {}
+        self.copied: list[int] = []
+        self.reencoded: list[int] = []
+        self.dropped: list[int] = []
+        self.frames_written = 0
+        self._closed = False
+
+    def _setup_video(self, metadata: dict[str, str]) -> None:
+        plan = self.plan
+        if plan.codec == "libsvtav1":
+            # SVT-AV1 writes a 20-line banner and its warnings to stderr itself; this level (errors only) is read
+            # from the environment when its first encoder starts. A value the user set is kept.
+            os.environ.setdefault("SVT_LOG", "1")
+        stream = self.container.add_stream(plan.codec, rate=plan.rate, options=dict(plan.options))
+        cc = stream.codec_context
+        cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt
+        cc.time_base = plan.time_base
+        if plan.codec in ("mpeg1video", "mpeg2video") and plan.rate:
+            # MPEG-1/2 count time in frames of one of their standard rates; the frames' stamps are rebased to it.
+            cc.time_base = 1 / plan.rate
+        stream.time_base = plan.time_base
+        if plan.rate:
+            cc.framerate = plan.rate
+        cc.colorspace = plan.colour.matrix if plan.colour.matrix != SPC_RGB else SPC_UNSPECIFIED
+        cc.color_range = plan.colour.range
+        cc.color_primaries = plan.colour.primaries
+        cc.color_trc = plan.colour.trc
+        if plan.sample_aspect_ratio is not None:
+            cc.sample_aspect_ratio = plan.sample_aspect_ratio
+        if plan.display_matrix is not None:
+            stream.set_display_matrix(plan.display_matrix)
+        for key in ("language", "title", "handler_name"):
+            if key in metadata:
+                stream.metadata[key] = metadata[key]
+        self.video = stream
+        self._out_is_rgb = av.VideoFormat(plan.pix_fmt).is_rgb
+
+    def add_metadata_from(self, source: av.container.InputContainer) -> None:
+        """Copy the source's global tags (title, creation time, location, ...; not the muxer's own) and chapters.
+
+        Chapters keep their times, which match the output's because every frame keeps its source timestamp.
+        """
+        self.container.metadata.update(
+            {key: value for key, value in source.metadata.items() if key.lower() not in _MUXER_TAGS}
+        )
+        chapters = source.chapters()
+        if chapters:
+            self.container.set_chapters(chapters)
+
+    def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
+        """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
+        suffix = self.path.suffix.lower()
+        muxer, declared = self.container.format.name, frozenset(self.container.supported_codecs)
+        video_tags = {k: v for k, v in source.streams[video_index].metadata.items() if k.lower() in _VIDEO_TAGS}
+        self.video.metadata.update(video_tags)
+        self.video.disposition = source.streams[video_index].disposition
+        timecode_kept = any(k.lower() == "timecode" for k in video_tags)
+
+        def takes(codec: av.Codec | None) -> bool:
+            return codec is not None and muxer_takes(suffix, declared, codec)
+
+        for s in source.streams:
+            # AVDISCARD_ALL from the demuxer marks a track that is not content: MP4's chapter text track, whose
+            # chapters add_metadata_from copies.
+            if s.index == video_index or int(s.discard) >= _AVDISCARD_ALL:
+                continue
+            codec = s.codec_context.codec if s.codec_context is not None else None
+            cover = is_cover(s)
+            kind = "cover picture" if cover else s.type
+            what = s.name if s.type == "attachment" else codec.canonical_name if codec else "unknown"
+            label = f"{kind} stream #{s.index} ({what})"
+            if (s.type in ("audio", "subtitle") or cover) and takes(codec) and _header_takes(muxer, s):
+                out = self.container.add_stream_from_template(s)
+                if s.type == "audio":
+                    _name_unnamed_layout(out.codec_context)
+                _label_like(out, s)
+                if cover:
+                    out.disposition |= av.stream.Disposition.attached_pic
+                self._copies[s.index] = out
+                self.copied.append(s.index)
+            elif s.type == "audio" and suffix in _AUDIO_FALLBACK and takes(av.Codec(_AUDIO_FALLBACK[suffix], "w")):
+                target = _AUDIO_FALLBACK[suffix]
+                rate, rates = s.codec_context.sample_rate, av.Codec(target, "w").audio_rates
+                if rates and rate not in rates:  # Opus and AC-3 take only a few rates: resample up to one
+                    rate = min((r for r in rates if r >= rate), default=max(rates))
+                out = self.container.add_stream(target, rate=rate)
+                _label_like(out, s)
+                resampler = av.AudioResampler(
+                    format=av.Codec(target, "w").audio_formats[0].name, layout=s.codec_context.layout, rate=rate
+                )
+                self._reencodes[s.index] = (s, out, resampler)
+                self.reencoded.append(s.index)
+                self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {target}")
+            elif s.type == "subtitle" and is_text_subtitle(s) and _SUBTITLE_FALLBACK.get(suffix) in declared:
+                target = _SUBTITLE_FALLBACK[suffix]
+                decoder = s.codec_context
+                decoder.open(strict=False)  # a text decoder states its ASS header, which the encoder needs, once open
+                out = self.container.add_stream(target)
+                out.codec_context.time_base = _MILLISECOND
+                out.codec_context.subtitle_header = decoder.subtitle_header
+                _label_like(out, s)
+                self._subtitle_conversions[s.index] = (s, out)
+                self.reencoded.append(s.index)
+                self._warn(f"{label} cannot be copied into {suffix}; converted to {target}")
+            elif s.type == "attachment" and muxer == "matroska":
+                # Fonts for ASS subtitles, mostly: without them the subtitles render in another typeface.
+                self.container.add_attachment(s.name, s.mimetype, s.data)
+                self.copied.append(s.index)
+            elif s.type == "video" and not cover:
+                self.dropped.append(s.index)
+                self._warn(f"{label} left out: only the first video stream is upscaled")
+            elif timecode_kept and s.type == "data" and any(k.lower() == "timecode" for k in s.metadata):
+                self.dropped.append(s.index)  # the timecode track: the muxer writes it again from the video's tag
+            else:
+                self.dropped.append(s.index)
+                self._warn(f"{label} cannot be stored in {suffix}; dropped")
+        return tuple(self._copies) + tuple(self._reencodes) + tuple(self._subtitle_conversions)
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Encode one H x W x 3 (or x 4 with alpha) RGB frame (``plan.rgb_format``) presented at ``pts``
+        (``plan.time_base`` units); a frame of another size than the plan's is resized with Lanczos (outscale)."""
+        plan = self.plan
+        if plan.grey:
+            image = image.copy()
+            image[..., :3] = luma(image)[..., None]
+        if plan.pad != (0, 0):
+            image = np.pad(image, ((0, plan.pad[1]), (0, plan.pad[0]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=plan.rgb_format)
+        options: dict[str, object] = {"format": plan.pix_fmt}
+        if not self._out_is_rgb:
+            options |= {"dst_colorspace": plan.colour.sws_matrix, "dst_color_range": plan.colour.range}
+        if (frame.width, frame.height) != (plan.width, plan.height):
+            options |= {"width": plan.width, "height": plan.height, "interpolation": "LANCZOS"}
+        frame = frame.reformat(**options)
+        frame.pts = pts
+        frame.time_base = plan.time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def mux(self, packet: av.Packet) -> None:
+        """Copy (or re-encode) a packet of a stream attached by :meth:`add_streams_from`."""
+        index = packet.stream.index
+        out = self._copies.get(index)
+        if out is not None:
+            if packet.dts is None and packet.pts is None and not is_cover(packet.stream):
+                return
+            packet.stream = out
+            self.container.mux(packet)
+            return
+        conversion = self._subtitle_conversions.get(index)
+        if conversion is not None:
+            self._convert_subtitle(packet, *conversion)
+            return
+        entry = self._reencodes.get(index)
+        if entry is None:
+            return
+        src, out, resampler = entry
+        try:
+            frames = src.codec_context.decode(packet)
+        except av.error.FFmpegError:
+            return
+        for frame in frames:
+            frame.pts = None  # the encoder numbers samples itself; the resampler keeps them gapless
+            for converted in resampler.resample(frame):  # type: ignore[attr-defined]
+                self.container.mux(out.encode(converted))
+
+    def _convert_subtitle(self, packet: av.Packet, src: av.stream.Stream, out: av.stream.Stream) -> None:
+        """Decode one text subtitle packet and encode it in the output's text format, at the same times."""
+        if packet.pts is None or not packet.size:
+            return
+        try:
+            cues = src.codec_context.decode2(packet)
+        except av.error.FFmpegError:
+            return
+        if not cues:
+            return
+        start = packet.pts * Fraction(packet.time_base) + Fraction(cues.start_display_time, 1000)
+        encoded = out.codec_context.encode_subtitle(cues)
+        encoded.pts = encoded.dts = round(start / _MILLISECOND)
+        shown = cues.end_display_time - cues.start_display_time
+        # A cue without a known end says so with FFmpeg's UINT32_MAX; it then lasts until the next one.
+        encoded.duration = shown if 0 < shown < _CUE_UNTIL_NEXT else 0
+        encoded.time_base = _MILLISECOND
+        encoded.stream = out
+        self.container.mux(encoded)
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file (idempotent); warn if the file lost the source's geometry."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            last = self.video.encode(None)
+            if self.frames_written <= 2:
+                # x265 takes its B-frame delay from the third picture, so for one or two its DTS are
+                # uninitialised memory (muxers refused them or wrote them). Two pictures cannot be reordered.
+                for packet in last:
+                    packet.dts = packet.pts
+            self.container.mux(last)
+            for src, out, resampler in self._reencodes.values():
+                for frame in src.codec_context.decode(None):
+                    frame.pts = None
+                    for converted in resampler.resample(frame):  # type: ignore[attr-defined]
+                        self.container.mux(out.encode(converted))
+                for converted in resampler.resample(None):  # type: ignore[attr-defined]
+                    self.container.mux(out.encode(converted))
+                self.container.mux(out.encode(None))
+        finally:
+            self.container.close()
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
+        """Read the finished file back: whether a container/codec pair records the aspect ratio or the display
+        matrix depends on both (and on the FFmpeg build), so ask the file rather than a table."""
+        plan = self.plan
+        if plan.sample_aspect_ratio is None and plan.display_matrix is None:
+            return
+        with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(self.path)) as written:
+            stream = written.streams.video[0]
+            where = f"{self.path.suffix or 'this container'} with {plan.codec}"
+            sar = plan.sample_aspect_ratio
+            if sar is not None and stream_sar(stream) != sar:
+                self._warn(
+                    f"{where} does not record the source's sample aspect ratio {sar.numerator}:{sar.denominator}; "
+                    "players will show the output with square pixels"
+                )
+            if plan.display_matrix is not None and stream_display_matrix(stream) is None:
+                self._warn(f"{where} does not record the source's display rotation; players will show it unrotated")
+
+    def abort(self) -> None:
+        """Close without flushing (the caller deletes the file)."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(av.error.FFmpegError, OSError, ValueError):
+                self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
