@@ -13,7 +13,8 @@ import torch
 
 from .arch import ELAN
 from .errors import OptionError
-from .pipeline import default_cpu_threads, make_upscaler, upscale_video
+from .pipeline import make_upscaler, upscale_video
+from .streaming import default_cpu_threads
 from .upscaler import Upscaler
 from .video import VideoReader, VideoWriter, plan_encoder
 

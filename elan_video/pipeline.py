@@ -1,28 +1,22 @@
-"""The streaming engine behind ``elan-video IN OUT``: decode, upscale and encode overlap in three stages.
-
-    reader thread --(bounded queue)--> inference (calling thread) --(bounded queue)--> writer thread
-
-Memory stays bounded by the queue sizes (plus the encoder's own lookahead), whatever the length of the video.
-Non-video packets travel through the same queues so that one thread muxes everything. On CUDA the inference
-stage double-buffers through pinned host memory with separate copy and compute streams (see ``_CudaRunner``).
-The output is written to a hidden temporary file beside the destination and renamed into place only when
-complete; an error or Ctrl-C removes it.
+"""The job behind ``elan-video IN OUT``: options and destination checked before any work, then a still image,
+an animation or a video upscaled (videos through :mod:`elan_video.streaming`'s overlapped stages). The output is
+written to a hidden temporary file beside the destination and renamed into place only when complete; an error or
+Ctrl-C removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
-import queue
-import threading
 import time
 import uuid
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -41,20 +35,18 @@ from .image import (
     resize,
     write_image,
 )
+from .streaming import as_grey_picture, grey_channel, run_stream
 from .upscaler import Upscaler
-from .video.encoding import check_outscale, plan_encoder
+from .video.encoding import EncoderPlan, check_outscale, plan_encoder
 from .video.pixels import format_facts
 from .video.probe import check_source
-from .video.reader import DecodedFrame, VideoReader
+from .video.reader import VideoReader
 from .video.writer import VideoWriter
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called after each written frame with (frames written, estimated total or None)."""
-
-_END = object()
-_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -84,142 +76,6 @@ class VideoSummary:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-class _Stopped(Exception):
-    """Another stage failed or the job was interrupted; unwind quietly."""
-
-
-class _Channel:
-    """A bounded queue whose blocking calls give up once ``stop`` is set (so no stage waits forever)."""
-
-    def __init__(self, size: int, stop: threading.Event) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
-        self._stop = stop
-
-    def put(self, item: object) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                if self._stop.is_set():
-                    raise _Stopped from None
-
-    def get(self) -> object:
-        while True:
-            try:
-                return self._queue.get(timeout=_POLL_S)
-            except queue.Empty:
-                if self._stop.is_set():
-                    raise _Stopped from None
-
-
-# -- inference stage ----------------------------------------------------------------------------------------
-
-
-class _CpuRunner:
-    """Synchronous inference: each submitted batch comes back at once."""
-
-    def __init__(self, upscaler: Upscaler) -> None:
-        self.upscaler = upscaler
-
-    def submit(self, frames: list[DecodedFrame]) -> list[tuple[int, np.ndarray]]:
-        out = self.upscaler.upscale_batch(np.stack([f.image for f in frames]))
-        return [(f.pts, image) for f, image in zip(frames, out, strict=True)]
-
-    def flush(self) -> list[tuple[int, np.ndarray]]:
-        return []
-
-
-class _CudaRunner:
-    """Overlap host<->device copies with compute: two pinned host buffers per direction, two device buffers,
-    a copy stream and a compute stream ordered by events.
-
-    Batch k: the host fills pinned slot k%2, the copy stream uploads it, the compute stream runs the network
-    into device slot k%2, and only then (at submit k+1) is its download queued on the copy stream. So while
-    batch k computes, the copy stream downloads batch k-1 and uploads batch k+1. ``submit`` returns the
-    batch before the previous one, whose download has had a whole compute to finish.
-    """
-
-    def __init__(self, upscaler: Upscaler, *, batch: int, height: int, width: int, dtype: np.dtype) -> None:
-        self.up = upscaler
-        dev = upscaler.device
-        s = upscaler.scale
-        self.peak = 255.0 if dtype == np.uint8 else 65535.0
-        self.np_dtype = dtype
-        # torch has no uint16 arithmetic on every build; 16-bit frames travel as int32 on the device side.
-        host_dtype = torch.uint8 if dtype == np.uint8 else torch.int32
-        self.host_in = [torch.empty((batch, height, width, 3), dtype=host_dtype, pin_memory=True) for _ in range(2)]
-        self.host_out = [
-            torch.empty((batch, height * s, width * s, 3), dtype=host_dtype, pin_memory=True) for _ in range(2)
-        ]
-        self.dev_in = [torch.empty_like(t, device=dev) for t in self.host_in]
-        self.dev_out = [torch.empty_like(t, device=dev) for t in self.host_out]
-        self.copy = torch.cuda.Stream(device=dev)
-        self.compute = torch.cuda.Stream(device=dev)
-        self.uploaded = [torch.cuda.Event() for _ in range(2)]
-        self.computed = [torch.cuda.Event() for _ in range(2)]
-        self.downloaded = [torch.cuda.Event() for _ in range(2)]
-        self.in_flight: deque[tuple[int, list[int]]] = deque()  # (slot, pts) computed, download not collected
-        self.to_download: tuple[int, int] | None = None  # (slot, n) computed, download not yet queued
-        self.count = 0
-
-    def _queue_download(self) -> None:
-        if self.to_download is None:
-            return
-        slot, n = self.to_download
-        with torch.cuda.stream(self.copy):
-            self.copy.wait_event(self.computed[slot])
-            self.host_out[slot][:n].copy_(self.dev_out[slot][:n], non_blocking=True)
-            self.downloaded[slot].record(self.copy)
-        self.to_download = None
-
-    def _collect(self) -> list[tuple[int, np.ndarray]]:
-        slot, pts = self.in_flight.popleft()
-        self.downloaded[slot].synchronize()
-        arrays = self.host_out[slot][: len(pts)].numpy().astype(self.np_dtype)  # a copy: the slot is reused
-        return list(zip(pts, arrays, strict=True))
-
-    def submit(self, frames: list[DecodedFrame]) -> list[tuple[int, np.ndarray]]:
-        slot, n = self.count % 2, len(frames)
-        self.count += 1
-        ready: list[tuple[int, np.ndarray]] = []
-        # The slot's previous batch (k-2) must be fully downloaded before its buffers are reused.
-        if len(self.in_flight) == 2:
-            ready += self._collect()
-        self.uploaded[slot].synchronize()
-        host = self.host_in[slot][:n].numpy()
-        for i, f in enumerate(frames):
-            host[i] = f.image
-        with torch.cuda.stream(self.copy):
-            # Device input slot: compute of batch k-2 read it.
-            self.copy.wait_event(self.computed[slot])
-            self.dev_in[slot][:n].copy_(self.host_in[slot][:n], non_blocking=True)
-            self.uploaded[slot].record(self.copy)
-        with torch.cuda.stream(self.compute):
-            self.compute.wait_event(self.uploaded[slot])
-            self.compute.wait_event(self.downloaded[slot])  # device output slot: download of batch k-2
-            x = self.dev_in[slot][:n].permute(0, 3, 1, 2).float()
-            if self.peak != 255.0:
-                x = x * (255.0 / self.peak)
-            y = self.up.forward_tensor(x).clamp(0, 255)
-            if self.peak != 255.0:
-                y = y * (self.peak / 255.0)
-            self.dev_out[slot][:n].copy_(y.round().permute(0, 2, 3, 1))
-            self.computed[slot].record(self.compute)
-        # Batch k-1's download goes on the copy stream after batch k's upload, so it overlaps batch k's compute.
-        self._queue_download()
-        self.to_download = (slot, n)
-        self.in_flight.append((slot, [f.pts for f in frames]))
-        return ready
-
-    def flush(self) -> list[tuple[int, np.ndarray]]:
-        self._queue_download()
-        ready: list[tuple[int, np.ndarray]] = []
-        while self.in_flight:
-            ready += self._collect()
-        return ready
 
 
 # -- the job ------------------------------------------------------------------------------------------------
@@ -307,20 +163,9 @@ def _refusals_named(dst: Path) -> Iterator[None]:
         raise OutputError(f"{dst}: could not be written ({reason})") from None
 
 
-def _as_grey_picture(alpha: np.ndarray) -> np.ndarray:
-    """H x W alpha -> H x W x 3 grey picture: alpha is upscaled by the network, whose edges are sharper than an
-    interpolation's."""
-    return np.repeat(alpha[..., None], 3, axis=2)
-
-
-def _grey(picture: np.ndarray) -> np.ndarray:
-    """The upscaled grey picture back to one channel, same dtype."""
-    return np.rint(picture.mean(axis=2, dtype=np.float64)).astype(picture.dtype)
-
-
 def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
     """An H x W alpha channel upscaled by the network as a grey picture."""
-    return _grey(up(_as_grey_picture(alpha)))
+    return grey_channel(up(as_grey_picture(alpha)))
 
 
 def _upscale_still(
@@ -453,12 +298,7 @@ def upscale_video(
         raise OptionError(f"cpu_threads must be at least 1, got {cpu_threads}")
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
-    messages: list[str] = []
-
-    def warn(message: str) -> None:
-        messages.append(message)
-        warnings.warn(message, VideoWarning, stacklevel=2)
-
+    job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
     model_options = {
         "device": device,
         "precision": precision,
@@ -467,6 +307,7 @@ def upscale_video(
         "tile_overlap": tile_overlap,
         "batch": batch,
     }
+    load = functools.partial(make_upscaler, model, scale=scale, **model_options)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
@@ -478,269 +319,181 @@ def upscale_video(
             end=end,
             deinterlace=deinterlace,
         )
-        frames = frame_count(src_path)
-        # Decoded before the model loads, so that an unreadable file fails at once.
-        if frames > 1 and dst_path.suffix.lower() in ANIMATION_SUFFIXES:
-            animation = read_animation(src_path)
-            up = make_upscaler(model, scale=scale, **model_options)
-            shapes, count = _upscale_animation(
-                src_path, dst_path, up, animation, outscale=outscale, progress=progress, warn=warn
-            )
-        else:
-            if frames > 1:
-                warn(
-                    f"{src_path}: an animation of {frames} pictures; only the first is upscaled"
-                    f" ({', '.join(ANIMATION_SUFFIXES)} outputs keep them all)"
-                )
-            image = read_image(src_path)
-            up = make_upscaler(model, scale=scale, **model_options)
-            shapes, count = _upscale_still(src_path, dst_path, up, image, outscale=outscale, warn=warn), 1
-            if progress is not None:
-                progress(1, 1)
-        return VideoSummary(
-            source=src_path,
-            destination=dst_path,
-            frames=count,
-            frames_lost=0,
-            input_size=shapes[0],
-            output_size=shapes[1],
-            codec=None,
-            pix_fmt=None,
-            seconds=time.perf_counter() - began,
-            warnings=tuple(messages),
-        )
-
-    with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=warn) as reader:
-        info = reader.info
-        if info.interlaced:
-            warn(
-                f"{src_path}: interlaced; deinterlaced with FFmpeg's bwdif before upscaling (one frame per frame)"
-                if reader.deinterlacing
-                else f"{src_path}: interlaced; upscaled without deinterlacing, which enlarges the combing"
-            )
+        return _image_job(job, load)
+    with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=job.warn) as reader:
         plan = plan_encoder(
-            dst_path, info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset, outscale=outscale
+            dst_path, reader.info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset, outscale=outscale
         )
-        up = make_upscaler(model, scale=scale, **model_options)
-        if (info.mastering_display or info.content_light) and plan.codec != "libx265":
-            warn(
-                f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
-                "(only libx265 does here); the output keeps the PQ/HLG colour tags without it"
-            )
-        reader.with_alpha = plan.rgb_format.startswith("rgba")
-        if info.alpha and not reader.with_alpha:
-            warn(
-                f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src_path} is dropped "
-                "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
-            )
-        out_bits, _ = format_facts(plan.pix_fmt)
-        if pix_fmt is None and info.bit_depth > 8 and out_bits < info.bit_depth:
-            hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""
-            warn(
-                f"{plan.codec} takes no {info.bit_depth}-bit format here; {src_path} is written with {out_bits} "
-                f"bits{hint}"
-            )
-        if plan.pad != (0, 0):
-            warn(
-                f"{plan.codec} needs an even frame size: {plan.width - plan.pad[0]}x{plan.height - plan.pad[1]} "
-                f"padded to {plan.width}x{plan.height} by repeating the edge"
-            )
-        total = info.estimated_frames
-        if (start is not None or end is not None) and info.rate:
-            stop_at = end if end is not None else info.duration
-            # Frames at start, start + 1/rate, ... before the end (exclusive): 0.3 s of 30.02 fps holds 10.
-            total = math.ceil((stop_at - (start or 0.0)) * info.rate - 1e-6) if stop_at is not None else None
-        metadata = dict(reader.stream.metadata)
-        with _temporary_output(dst_path) as tmp, _refusals_named(dst_path):
-            writer = VideoWriter(tmp, plan, metadata=metadata, warn=warn)
-            try:
-                writer.add_metadata_from(reader.container)
-                passthrough = writer.add_streams_from(reader.container, video_index=reader.stream.index)
-                _stream(
-                    reader,
-                    writer,
-                    up,
-                    passthrough=passthrough,
-                    batch=batch,
-                    size=queue_size,
-                    progress=progress,
-                    total=total,
-                    cpu_threads=cpu_threads,
-                )
-            except BaseException:
-                writer.abort()
-                raise
-            if writer.frames_written == 0:
-                writer.abort()
-                if reader.decode_errors == 0 and (start is not None or end is not None):
-                    span = f"{start or 0:g} s" + (f" to {end:g} s" if end is not None else " on")
-                    raise InputError(
-                        f"{src_path}: no video frame from {span} (the video lasts {info.duration or 0:.3g} s)"
-                    )
-                raise InputError(f"{src_path}: no video frame could be decoded")
-            writer.close()
-        lost = None
-        expected = reader.frames_expected()
-        if expected is not None and start is None and end is None:
-            lost = max(0, expected - reader.frames_decoded)
-        if lost:
-            warn(
-                f"{src_path}: {lost} of {expected} frames could not be decoded (damaged or truncated input); "
-                f"wrote the {reader.frames_decoded} that could"
-            )
-        elif reader.decode_errors and lost is None:
-            warn(f"{src_path}: {reader.decode_errors} damaged packets could not be decoded; their frames are missing")
-        if reader.retimed:
-            warn(f"{src_path}: {reader.retimed} frames had out-of-order timestamps and were moved forward")
+        return _video_job(
+            job,
+            reader,
+            plan,
+            load(),
+            pix_fmt_given=pix_fmt is not None,
+            batch=batch,
+            queue_size=queue_size,
+            cpu_threads=cpu_threads,
+        )
+
+
+@dataclass
+class _Job:
+    """One call of :func:`upscale_video`: where from and to, and the warnings it gave so far."""
+
+    src: Path
+    dst: Path
+    began: float
+    progress: ProgressCallback | None
+    outscale: float | None
+    messages: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.messages.append(message)
+        warnings.warn(message, VideoWarning, stacklevel=2)
+
+    def summary(self, **facts: Any) -> VideoSummary:
         return VideoSummary(
-            source=src_path,
-            destination=dst_path,
-            frames=writer.frames_written,
-            frames_lost=lost,
-            input_size=(info.width, info.height),
-            output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
-            codec=plan.codec,
-            pix_fmt=plan.pix_fmt,
-            seconds=time.perf_counter() - began,
-            streams_copied=len(writer.copied),
-            streams_reencoded=len(writer.reencoded),
-            streams_dropped=len(writer.dropped),
-            warnings=tuple(messages),
+            source=self.src,
+            destination=self.dst,
+            seconds=time.perf_counter() - self.began,
+            warnings=tuple(self.messages),
+            **facts,
         )
 
 
-def default_cpu_threads() -> int:
-    """Intra-op threads for CPU inference inside the pipeline.
-
-    From 4 cores up, all but one, which decoding and encoding use. Below that every core: the network is
-    ~99 % of the work, and on a quiet 2-core machine ELAN-light at 320x180 ran the whole pipeline at
-    0.317 fps with 2 threads against 0.233 fps with 1.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    spare = 1 if cores >= 4 else 0
-    return max(1, min(torch.get_num_threads(), cores - spare))
-
-
-def _stream(
-    reader: VideoReader,
-    writer: VideoWriter,
-    up: Upscaler,
-    *,
-    passthrough: tuple[int, ...],
-    batch: int,
-    size: int,
-    progress: ProgressCallback | None,
-    total: int | None,
-    cpu_threads: int | None,
-) -> None:
-    """Run reader -> inference -> writer with bounded queues until the input ends; re-raises the first failure."""
-    stop = threading.Event()
-    inbox, outbox = _Channel(size, stop), _Channel(size, stop)
-    failures: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for item in reader.items(passthrough):
-                inbox.put(item)
-            inbox.put(_END)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the calling thread
-            failures.append(exc)
-            stop.set()
-
-    def write() -> None:
-        done = 0
-        try:
-            while True:
-                item = outbox.get()
-                if item is _END:
-                    return
-                if isinstance(item, av.Packet):
-                    writer.mux(item)
-                    continue
-                pts, image = item  # type: ignore[misc]
-                writer.write(image, pts)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the calling thread
-            failures.append(exc)
-            stop.set()
-
-    torch_threads = torch.get_num_threads()
-    if up.device.type == "cuda":
-        info = reader.info
-        runner: _CpuRunner | _CudaRunner = _CudaRunner(
-            up, batch=batch, height=info.height, width=info.width, dtype=np.dtype(reader.dtype)
+def _image_job(job: _Job, load: Callable[[], Upscaler]) -> VideoSummary:
+    """A still image, or an animation to an animation (``load`` gives the network once the source decoded, so
+    that an unreadable file fails at once)."""
+    src, dst = job.src, job.dst
+    frames = frame_count(src)
+    if frames > 1 and dst.suffix.lower() in ANIMATION_SUFFIXES:
+        animation = read_animation(src)
+        shapes, count = _upscale_animation(
+            src, dst, load(), animation, outscale=job.outscale, progress=job.progress, warn=job.warn
         )
     else:
-        runner = _CpuRunner(up)
-        # PyTorch's OpenMP workers spin between operators; with every core taken they starve the decode and
-        # encode threads (measured on 2 cores: 25 frames took 7.5 s with 2 threads, 0.26 s with 1).
-        torch.set_num_threads(cpu_threads or default_cpu_threads())
-    threads = [threading.Thread(target=read, name="elan-decode"), threading.Thread(target=write, name="elan-encode")]
-    for t in threads:
-        t.start()
-    try:
-        pending: list[DecodedFrame] = []
-        held: list[av.Packet] = []
-        # What each submitted picture is, in order: a frame, a frame whose alpha follows, or that alpha (run
-        # through the network as a grey picture of its own, so batching and the CUDA buffers stay RGB).
-        kinds: deque[str] = deque()
-        colour: list[tuple[int, np.ndarray]] = []  # a frame's result waiting for its alpha's
+        if frames > 1:
+            job.warn(
+                f"{src}: an animation of {frames} pictures; only the first is upscaled"
+                f" ({', '.join(ANIMATION_SUFFIXES)} outputs keep them all)"
+            )
+        image = read_image(src)
+        shapes, count = _upscale_still(src, dst, load(), image, outscale=job.outscale, warn=job.warn), 1
+        if job.progress is not None:
+            job.progress(1, 1)
+    return job.summary(
+        frames=count, frames_lost=0, input_size=shapes[0], output_size=shapes[1], codec=None, pix_fmt=None
+    )
 
-        def emit(results: list[tuple[int, np.ndarray]]) -> None:
-            for pts, image in results:
-                kind = kinds.popleft()
-                if kind == "colour":
-                    colour.append((pts, image))
-                elif kind == "alpha":
-                    rgb_pts, rgb = colour.pop()
-                    outbox.put((rgb_pts, np.dstack([rgb, _grey(image)])))
-                else:
-                    outbox.put((pts, image))
-            while held:
-                outbox.put(held.pop(0))
 
-        while True:
-            item = inbox.get()
-            if item is _END:
-                break
-            if isinstance(item, DecodedFrame):
-                pictures = [(item, "frame")]
-                if item.alpha is not None:
-                    companion = DecodedFrame(item.index, item.pts, item.time_base, _as_grey_picture(item.alpha))
-                    pictures = [(item, "colour"), (companion, "alpha")]
-                for picture, kind in pictures:
-                    pending.append(picture)
-                    kinds.append(kind)
-                    if len(pending) == batch:
-                        emit(runner.submit(pending))
-                        pending = []
-            else:
-                held.append(item)  # type: ignore[arg-type]
-                if len(held) > 4 * size and not pending:
-                    emit([])
-        if pending:
-            emit(runner.submit(pending))
-        emit(runner.flush())
-        outbox.put(_END)
-        # Join in short waits so that Ctrl-C still reaches this thread.
-        while threads[1].is_alive():
-            threads[1].join(_POLL_S)
-    except _Stopped:
-        pass
-    finally:
-        stop.set()
-        for t in threads:
-            while t.is_alive():
-                t.join(_POLL_S)
-        torch.set_num_threads(torch_threads)
-    if failures:
-        raise failures[0]
+def _video_job(
+    job: _Job,
+    reader: VideoReader,
+    plan: EncoderPlan,
+    up: Upscaler,
+    *,
+    pix_fmt_given: bool,
+    batch: int,
+    queue_size: int,
+    cpu_threads: int | None,
+) -> VideoSummary:
+    """Stream ``reader``'s video through ``up`` into ``plan``'s encoder, with the source's other streams."""
+    info = reader.info
+    _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
+    reader.with_alpha = plan.rgb_format.startswith("rgba")
+    with _temporary_output(job.dst) as tmp, _refusals_named(job.dst):
+        writer = VideoWriter(tmp, plan, metadata=dict(reader.stream.metadata), warn=job.warn)
+        try:
+            writer.add_metadata_from(reader.container)
+            passthrough = writer.add_streams_from(reader.container, video_index=reader.stream.index)
+            run_stream(
+                reader,
+                writer,
+                up,
+                passthrough=passthrough,
+                batch=batch,
+                size=queue_size,
+                progress=job.progress,
+                total=_frames_to_write(reader),
+                cpu_threads=cpu_threads,
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.frames_written == 0:
+            writer.abort()
+            if reader.decode_errors == 0 and (reader.start is not None or reader.end is not None):
+                start, end = reader.start, reader.end
+                span = f"{start or 0:g} s" + (f" to {end:g} s" if end is not None else " on")
+                raise InputError(f"{job.src}: no video frame from {span} (the video lasts {info.duration or 0:.3g} s)")
+            raise InputError(f"{job.src}: no video frame could be decoded")
+        writer.close()
+    return job.summary(
+        frames=writer.frames_written,
+        frames_lost=_report_losses(job, reader),
+        input_size=(info.width, info.height),
+        output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
+        codec=plan.codec,
+        pix_fmt=plan.pix_fmt,
+        streams_copied=len(writer.copied),
+        streams_reencoded=len(writer.reencoded),
+        streams_dropped=len(writer.dropped),
+    )
+
+
+def _warn_about_plan(job: _Job, reader: VideoReader, plan: EncoderPlan, *, pix_fmt_given: bool) -> None:
+    """Say what the output will lose or change against the source before it is written."""
+    info, src = reader.info, job.src
+    if info.interlaced:
+        job.warn(
+            f"{src}: interlaced; deinterlaced with FFmpeg's bwdif before upscaling (one frame per frame)"
+            if reader.deinterlacing
+            else f"{src}: interlaced; upscaled without deinterlacing, which enlarges the combing"
+        )
+    if (info.mastering_display or info.content_light) and plan.codec != "libx265":
+        job.warn(
+            f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
+            "(only libx265 does here); the output keeps the PQ/HLG colour tags without it"
+        )
+    if info.alpha and not plan.rgb_format.startswith("rgba"):
+        job.warn(
+            f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src} is dropped "
+            "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
+        )
+    out_bits, _ = format_facts(plan.pix_fmt)
+    if not pix_fmt_given and info.bit_depth > 8 and out_bits < info.bit_depth:
+        hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""
+        job.warn(f"{plan.codec} takes no {info.bit_depth}-bit format here; {src} is written with {out_bits} bits{hint}")
+    if plan.pad != (0, 0):
+        job.warn(
+            f"{plan.codec} needs an even frame size: {plan.width - plan.pad[0]}x{plan.height - plan.pad[1]} "
+            f"padded to {plan.width}x{plan.height} by repeating the edge"
+        )
+
+
+def _frames_to_write(reader: VideoReader) -> int | None:
+    """The progress bar's total: the source's frame count, or those of the time range asked for."""
+    info, start, end = reader.info, reader.start, reader.end
+    if (start is None and end is None) or not info.rate:
+        return info.estimated_frames
+    stop_at = end if end is not None else info.duration
+    # Frames at start, start + 1/rate, ... before the end (exclusive): 0.3 s of 30.02 fps holds 10.
+    return math.ceil((stop_at - (start or 0.0)) * info.rate - 1e-6) if stop_at is not None else None
+
+
+def _report_losses(job: _Job, reader: VideoReader) -> int | None:
+    """Warn about frames that did not decode or were retimed; the frames lost (None where unknown)."""
+    lost = None
+    expected = reader.frames_expected()
+    if expected is not None and reader.start is None and reader.end is None:
+        lost = max(0, expected - reader.frames_decoded)
+    if lost:
+        job.warn(
+            f"{job.src}: {lost} of {expected} frames could not be decoded (damaged or truncated input); "
+            f"wrote the {reader.frames_decoded} that could"
+        )
+    elif reader.decode_errors and lost is None:
+        job.warn(f"{job.src}: {reader.decode_errors} damaged packets could not be decoded; their frames are missing")
+    if reader.retimed:
+        job.warn(f"{job.src}: {reader.retimed} frames had out-of-order timestamps and were moved forward")
+    return lost
