@@ -188,6 +188,46 @@ def check_outscale(outscale: float | None) -> None:
         raise OptionError(f"outscale must be above 0 and at most 8, got {outscale}")
 
 
+def _quality_options(enc: av.Codec, *, crf: int | None, preset: str | None) -> tuple[dict[str, str], int | None]:
+    """The encoder options that set quality and speed (CRF or quantiser, preset, libvpx's threading), and the
+    CRF in effect (the codec's default where none is given; None for codecs without one). Raises OptionError."""
+    if crf is not None and not 0 <= crf <= 63:
+        raise OptionError(f"crf must be between 0 and 63, got {crf}")
+    if crf is not None and enc.name not in _DEFAULT_CRF:
+        raise OptionError(f"crf applies to {', '.join(_DEFAULT_CRF)}, not to {enc.name}")
+    crf = crf if crf is not None else _DEFAULT_CRF.get(enc.name)
+    options: dict[str, str] = {}
+    if crf is not None and enc.name in _DEFAULT_CRF:
+        options["crf"] = str(crf)
+        if enc.name in ("libvpx-vp9", "libvpx", "libaom-av1"):
+            options["b"] = "0"  # constant quality rather than quality capped by the 200 kb/s default bit rate
+    if enc.name in ("libvpx-vp9", "libvpx"):
+        options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    if enc.name in _QSCALE_CODECS:
+        # Their default is a 200 kb/s bit rate: 27.6 dB for MPEG-4 Part 2 on a 352x288 clip, 37.4 dB at
+        # quantiser 2, like the _DEFAULT_CRF values (x264 at CRF 18: 36.3 dB).
+        options |= {"flags": "+qscale", "global_quality": str(2 * _QP2LAMBDA)}
+    if preset is not None:
+        if enc.name not in _PRESET_CODECS:
+            raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
+        options["preset"] = preset
+    return options, crf
+
+
+def _output_size(
+    info: VideoInfo, *, scale: int, outscale: float | None, even: bool
+) -> tuple[int, int, tuple[int, int]]:
+    """(width, height, (right, bottom) padding) of the encoded picture: ``scale`` times the source, padded by
+    an edge pixel to even sizes where the encoder needs them, or ``outscale`` times it, rounded to even there."""
+    check_outscale(outscale)
+    if outscale is not None:
+        step = 2 if even else 1  # resized anyway, so the size can be even without padding
+        width, height = (max(step, step * round(n * outscale / step)) for n in (info.width, info.height))
+        return width, height, (0, 0)
+    width, height = info.width * scale, info.height * scale
+    return width, height, (width % 2, height % 2) if even else (0, 0)
+
+
 def plan_encoder(
     dst: str | Path,
     info: VideoInfo,
@@ -239,41 +279,14 @@ def plan_encoder(
             if substitute is None:
                 raise OptionError(f"codec {codec} does not take pix_fmt {pix_fmt}; it takes {', '.join(supported)}")
             pix_fmt = substitute
-    if crf is not None and not 0 <= crf <= 63:
-        raise OptionError(f"crf must be between 0 and 63, got {crf}")
-    if crf is not None and enc.name not in _DEFAULT_CRF:
-        raise OptionError(f"crf applies to {', '.join(_DEFAULT_CRF)}, not to {enc.name}")
-    crf = crf if crf is not None else _DEFAULT_CRF.get(enc.name)
-    options: dict[str, str] = {}
-    if crf is not None and enc.name in _DEFAULT_CRF:
-        options["crf"] = str(crf)
-        if enc.name in ("libvpx-vp9", "libvpx", "libaom-av1"):
-            options["b"] = "0"  # constant quality rather than quality capped by the 200 kb/s default bit rate
-    if enc.name in ("libvpx-vp9", "libvpx"):
-        options |= {"row-mt": "1", "deadline": "good", "cpu-used": "4"}
-    if enc.name in _QSCALE_CODECS:
-        # Their default is a 200 kb/s bit rate: 27.6 dB for MPEG-4 Part 2 on a 352x288 clip, 37.4 dB at
-        # quantiser 2, like the CRF defaults above (x264 at CRF 18: 36.3 dB).
-        options |= {"flags": "+qscale", "global_quality": str(2 * _QP2LAMBDA)}
-    if preset is not None:
-        if enc.name not in _PRESET_CODECS:
-            raise OptionError(f"preset applies to {', '.join(_PRESET_CODECS)}, not to {enc.name}")
-        options["preset"] = preset
+    options, crf = _quality_options(enc, crf=crf, preset=preset)
     out_fmt = av.VideoFormat(pix_fmt)
     even = (
         enc.name in _EVEN_ONLY
         and not out_fmt.is_rgb
         and (out_fmt.chroma_width(64) < 64 or out_fmt.chroma_height(64) < 64)
     )
-    pad = (0, 0)
-    check_outscale(outscale)
-    if outscale is not None:
-        step = 2 if even else 1  # resized anyway, so the size can be even without padding
-        width, height = (max(step, step * round(n * outscale / step)) for n in (info.width, info.height))
-    else:
-        width, height = info.width * scale, info.height * scale
-        if even:
-            pad = (width % 2, height % 2)
+    width, height, pad = _output_size(info, scale=scale, outscale=outscale, even=even)
     keeps_alpha = info.alpha and has_alpha(out_fmt)
     if enc.name == "libx265":
         params = ["log-level=error", *_x265_hdr_params(info)]
