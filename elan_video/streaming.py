@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import av
@@ -212,36 +213,21 @@ def run_stream(
     failures: list[BaseException] = []
 
     def read() -> None:
-        try:
-            for item in reader.items(passthrough):
-                inbox.put(item)
-            inbox.put(_END)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the calling thread
-            failures.append(exc)
-            stop.set()
+        for item in reader.items(passthrough):
+            inbox.put(item)
+        inbox.put(_END)
 
     def write() -> None:
         done = 0
-        try:
-            while True:
-                item = outbox.get()
-                if item is _END:
-                    return
-                if isinstance(item, av.Packet):
-                    writer.mux(item)
-                    continue
-                pts, image = item  # type: ignore[misc]
-                writer.write(image, pts)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the calling thread
-            failures.append(exc)
-            stop.set()
+        while (item := outbox.get()) is not _END:
+            if isinstance(item, av.Packet):
+                writer.mux(item)
+                continue
+            pts, image = item  # type: ignore[misc]
+            writer.write(image, pts)
+            done += 1
+            if progress is not None:
+                progress(done, total)
 
     torch_threads = torch.get_num_threads()
     if up.device.type == "cuda":
@@ -254,52 +240,12 @@ def run_stream(
         # PyTorch's OpenMP workers spin between operators; with every core taken they starve the decode and
         # encode threads (measured on 2 cores: 25 frames took 7.5 s with 2 threads, 0.26 s with 1).
         torch.set_num_threads(cpu_threads or default_cpu_threads())
-    threads = [threading.Thread(target=read, name="elan-decode"), threading.Thread(target=write, name="elan-encode")]
-    for t in threads:
-        t.start()
+    threads = [_stage(read, "elan-decode", failures, stop), _stage(write, "elan-encode", failures, stop)]
     try:
-        pending: list[DecodedFrame] = []
-        held: list[av.Packet] = []
-        # What each submitted picture is, in order: a frame, a frame whose alpha follows, or that alpha (run
-        # through the network as a grey picture of its own, so batching and the CUDA buffers stay RGB).
-        kinds: deque[str] = deque()
-        colour: list[tuple[int, np.ndarray]] = []  # a frame's result waiting for its alpha's
-
-        def emit(results: list[tuple[int, np.ndarray]]) -> None:
-            for pts, image in results:
-                kind = kinds.popleft()
-                if kind == "colour":
-                    colour.append((pts, image))
-                elif kind == "alpha":
-                    rgb_pts, rgb = colour.pop()
-                    outbox.put((rgb_pts, np.dstack([rgb, grey_channel(image)])))
-                else:
-                    outbox.put((pts, image))
-            while held:
-                outbox.put(held.pop(0))
-
-        while True:
-            item = inbox.get()
-            if item is _END:
-                break
-            if isinstance(item, DecodedFrame):
-                pictures = [(item, "frame")]
-                if item.alpha is not None:
-                    companion = DecodedFrame(item.index, item.pts, item.time_base, as_grey_picture(item.alpha))
-                    pictures = [(item, "colour"), (companion, "alpha")]
-                for picture, kind in pictures:
-                    pending.append(picture)
-                    kinds.append(kind)
-                    if len(pending) == batch:
-                        emit(runner.submit(pending))
-                        pending = []
-            else:
-                held.append(item)  # type: ignore[arg-type]
-                if len(held) > 4 * size and not pending:
-                    emit([])
-        if pending:
-            emit(runner.submit(pending))
-        emit(runner.flush())
+        inference = _Inference(runner, outbox, batch=batch, hold=4 * size)
+        while (item := inbox.get()) is not _END:
+            inference.take(item)  # type: ignore[arg-type]
+        inference.finish()
         outbox.put(_END)
         # Join in short waits so that Ctrl-C still reaches this thread.
         while threads[1].is_alive():
@@ -314,3 +260,71 @@ def run_stream(
         torch.set_num_threads(torch_threads)
     if failures:
         raise failures[0]
+
+
+def _stage(
+    body: Callable[[], None], name: str, failures: list[BaseException], stop: threading.Event
+) -> threading.Thread:
+    """Start ``body`` on a thread of its own; a failure is kept for the calling thread and stops the others."""
+
+    def run() -> None:
+        try:
+            body()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the calling thread
+            failures.append(exc)
+            stop.set()
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
+
+
+class _Inference:
+    """The middle stage: decoded frames in batches through the runner, results and passthrough packets out in
+    order. A frame with alpha goes through as two pictures, its colour and its alpha as a grey picture of its
+    own, so batching and the CUDA buffers stay RGB; they are joined again on the way out."""
+
+    def __init__(self, runner: _CpuRunner | _CudaRunner, outbox: _Channel, *, batch: int, hold: int) -> None:
+        self.runner, self.outbox, self.batch, self.hold = runner, outbox, batch, hold
+        self.pending: list[DecodedFrame] = []
+        self.held: list[av.Packet] = []  # passthrough packets waiting for the frames before them
+        self.kinds: deque[str] = deque()  # "frame", "colour" (its alpha follows) or "alpha", per picture submitted
+        self.colour: list[tuple[int, np.ndarray]] = []  # a frame's result waiting for its alpha's
+
+    def take(self, item: DecodedFrame | av.Packet) -> None:
+        if not isinstance(item, DecodedFrame):
+            self.held.append(item)
+            if len(self.held) > self.hold and not self.pending:
+                self._emit([])
+            return
+        pictures = [(item, "frame")]
+        if item.alpha is not None:
+            companion = DecodedFrame(item.index, item.pts, item.time_base, as_grey_picture(item.alpha))
+            pictures = [(item, "colour"), (companion, "alpha")]
+        for picture, kind in pictures:
+            self.pending.append(picture)
+            self.kinds.append(kind)
+            if len(self.pending) == self.batch:
+                self._emit(self.runner.submit(self.pending))
+                self.pending = []
+
+    def finish(self) -> None:
+        if self.pending:
+            self._emit(self.runner.submit(self.pending))
+            self.pending = []
+        self._emit(self.runner.flush())
+
+    def _emit(self, results: list[tuple[int, np.ndarray]]) -> None:
+        for pts, image in results:
+            kind = self.kinds.popleft()
+            if kind == "colour":
+                self.colour.append((pts, image))
+            elif kind == "alpha":
+                rgb_pts, rgb = self.colour.pop()
+                self.outbox.put((rgb_pts, np.dstack([rgb, grey_channel(image)])))
+            else:
+                self.outbox.put((pts, image))
+        while self.held:
+            self.outbox.put(self.held.pop(0))
