@@ -159,6 +159,80 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_options(
+    *,
+    scale: int,
+    schedule: str,
+    precision: str,
+    counts: Mapping[str, int],
+    lr: float | None,
+    ema_decay: float,
+    stop_at: int | None,
+    init_and_resume: bool,
+) -> None:
+    """Validate :func:`train`'s options (raises OptionError); ``counts`` must each be at least 1, ``init_and_resume``
+    is true when both were given."""
+    if scale not in (2, 3, 4):
+        raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
+    if schedule not in SCHEDULES:
+        raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    for name, value in counts.items():
+        if value < 1:
+            raise OptionError(f"{name} must be at least 1, got {value}")
+    if lr is not None and not lr > 0.0:
+        raise OptionError(f"lr must be positive, got {lr}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise OptionError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if stop_at is not None and stop_at < 1:
+        raise OptionError(f"stop_at must be at least 1, got {stop_at}")
+    if init_and_resume:
+        raise OptionError("init and resume are exclusive: resume continues the run stored in out")
+
+
+def _run_config(
+    ckpt: Mapping[str, Any] | None,
+    out: Path,
+    *,
+    scale: int,
+    arch: Mapping[str, Any] | None,
+    same: Mapping[str, object],
+) -> dict[str, Any]:
+    """The network configuration of the run: the resumed checkpoint's, whose scale and ``same`` options (batch,
+    patch, seed, degrade) must match this call's, or ELAN-light updated with ``arch``."""
+    if ckpt is None:
+        config = {"m_elan": 24, "c_elan": 60, "n_share": 1, "r_expand": 2, "window_sizes": (4, 8, 16)}
+        return config | dict(arch or {}) | {"scale": scale}
+    config = dict(ckpt["config"])
+    if config["scale"] != scale:
+        raise OptionError(f"scale {scale} does not match the checkpoint {out}, which trains x{config['scale']}")
+    stored = {"degrade": "patch"} | ckpt["options"]  # runs stored before "degrade" existed degraded patches
+    for name, value in same.items():
+        if stored[name] != value:
+            raise OptionError(f"{name} {value} differs from the resumed run's {stored[name]} ({out})")
+    return config
+
+
+def _restore(
+    ckpt: Mapping[str, Any],
+    *,
+    model: ELAN,
+    ema: ELAN,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    sampler: PatchSampler,
+) -> int:
+    """Load a checkpoint's weights, EMA, optimizer, scheduler and random states; returns its step."""
+    model.load_state_dict(ckpt["params"])
+    ema.load_state_dict(ckpt["params_ema"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    sampler.load_state(ckpt["rng"]["sampler"])
+    return int(ckpt["step"])
+
+
 def train(
     data_dirs: Sequence[str | Path],
     *,
@@ -210,39 +284,23 @@ def train(
     :class:`TrainingForward` (bit-identical function, slicing instead of the depthwise shift conv).
     export: also write the final EMA weights there as safetensors once ``steps`` is reached.
     """
-    if scale not in (2, 3, 4):
-        raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
-    if schedule not in SCHEDULES:
-        raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    if precision not in PRECISIONS:
-        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    for name, value in (("steps", steps), ("batch", batch), ("val_every", val_every), ("save_every", save_every)):
-        if value < 1:
-            raise OptionError(f"{name} must be at least 1, got {value}")
-    if lr is not None and not lr > 0.0:
-        raise OptionError(f"lr must be positive, got {lr}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise OptionError(f"ema_decay must be in [0, 1), got {ema_decay}")
-    if stop_at is not None and stop_at < 1:
-        raise OptionError(f"stop_at must be at least 1, got {stop_at}")
-    if resume and init is not None:
-        raise OptionError("init and resume are exclusive: resume continues the run stored in out")
+    _check_options(
+        scale=scale,
+        schedule=schedule,
+        precision=precision,
+        counts={"steps": steps, "batch": batch, "val_every": val_every, "save_every": save_every},
+        lr=lr,
+        ema_decay=ema_decay,
+        stop_at=stop_at,
+        init_and_resume=resume and init is not None,
+    )
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     ckpt = load_checkpoint(out) if resume else None
-    if ckpt is not None:
-        config = dict(ckpt["config"])
-        if config["scale"] != scale:
-            raise OptionError(f"scale {scale} does not match the checkpoint {out}, which trains x{config['scale']}")
-        stored = {"degrade": "patch"} | ckpt["options"]  # runs stored before "degrade" existed degraded patches
-        for name, value in (("batch", batch), ("patch", patch), ("seed", seed), ("degrade", degrade)):
-            if stored[name] != value:
-                raise OptionError(f"{name} {value} differs from the resumed run's {stored[name]} ({out})")
-    else:
-        config = {"m_elan": 24, "c_elan": 60, "n_share": 1, "r_expand": 2, "window_sizes": (4, 8, 16)}
-        config |= dict(arch or {})
-        config["scale"] = scale
+    config = _run_config(
+        ckpt, out, scale=scale, arch=arch, same={"batch": batch, "patch": patch, "seed": seed, "degrade": degrade}
+    )
     # After the resume checks: with degrade="image" the sampler resizes every image up front.
     sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
     torch.manual_seed(seed)  # the initial weights are part of the run's reproducible state
@@ -260,18 +318,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["params"])
-        ema.load_state_dict(ckpt["params_ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
+        step = _restore(ckpt, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
         if lr is not None:
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         # The stored lr was computed by the stored schedule; this call's schedule rules from here on.
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
             group["lr"] = base * lr_factor(step)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        sampler.load_state(ckpt["rng"]["sampler"])
     forward: nn.Module = TrainingForward(model) if fast_shift else model
     options = {
         "data": [str(d) for d in data_dirs],
