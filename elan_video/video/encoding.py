@@ -18,12 +18,7 @@ from ..errors import OptionError
 from .pixels import RANGE_FULL, ColourTags, format_facts, has_alpha, is_grey
 from .probe import VideoInfo
 
-__all__ = [
-    "EncoderPlan",
-    "check_outscale",
-    "muxer_takes",
-    "plan_encoder",
-]
+__all__ = ["EncoderPlan", "check_outscale", "muxer_takes", "plan_encoder"]
 
 # (codec for 8-bit sources, codec for deeper sources) by output suffix.
 _DEFAULT_CODECS = {

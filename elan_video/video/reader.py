@@ -16,11 +16,7 @@ from ..errors import OptionError, WarnCallback, default_warn
 from .pixels import alpha_plane
 from .probe import alpha_decoder, check_source, is_cover, open_input, video_info
 
-__all__ = [
-    "DecodedFrame",
-    "VideoReader",
-    "read_frames",
-]
+__all__ = ["DecodedFrame", "VideoReader", "read_frames"]
 
 
 @dataclass

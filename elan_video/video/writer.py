@@ -18,10 +18,9 @@ from .encoding import EncoderPlan, muxer_takes
 from .pixels import SPC_RGB, SPC_UNSPECIFIED, luma
 from .probe import is_cover, is_text_subtitle, stream_display_matrix, stream_sar
 
-__all__ = [
-    "VideoWriter",
-]
+__all__ = ["VideoWriter"]
 
+# FFmpeg's AVDISCARD_ALL: what a demuxer sets on a stream that is not content (see add_streams_from).
 _AVDISCARD_ALL = 48
 # Global tags each muxer writes for itself: the source's would misdescribe the output.
 _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
