@@ -10,11 +10,14 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import ElanVideoError, OptionError
+
+if TYPE_CHECKING:
+    from .pipeline import VideoSummary
 
 __all__ = ["main"]
 
@@ -128,6 +131,8 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
 
     A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
     """
+    import signal
+    import threading
     import warnings
 
     from .errors import VideoWarning
@@ -142,55 +147,26 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
         outscale = options["outscale"]
         scale = 2 if outscale is None else next((s for s in (2, 3, 4) if s >= outscale), 4)
     folder = Path(source).is_dir()
-    bar: Any = None
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=total, unit="image" if folder else "frame", dynamic_ncols=True, leave=False, file=sys.stderr
-            )
-        bar.update(done - bar.n)
-
-    def say(line: str) -> None:
-        if bar is not None:
-            bar.write(line, file=sys.stderr)
-        else:
-            click.echo(line, err=True)
-
-    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        say(f"elan-video: warning: {message}")
+    console = _Console(unit="image" if folder else "frame")
+    progress = None if quiet else console.progress
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # same clean-up as Ctrl-C: the temporary output is removed
-
-    import signal
-    import threading
 
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
     with warnings.catch_warnings():
         warnings.simplefilter("always", VideoWarning)
-        warnings.showwarning = show
+        warnings.showwarning = console.show
         try:
             if folder:
                 done, failed = _upscale_folder(
-                    Path(source),
-                    Path(destination),
-                    scale=scale,
-                    progress=None if quiet else progress,
-                    say=say,
-                    **options,
+                    Path(source), Path(destination), scale=scale, progress=progress, say=console.say, **options
                 )
             else:
-                summary = upscale_video(
-                    source, destination, scale=scale, progress=None if quiet else progress, **options
-                )
+                summary = upscale_video(source, destination, scale=scale, progress=progress, **options)
         finally:
-            if bar is not None:
-                bar.close()
+            console.close()
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
     if folder:
@@ -200,15 +176,47 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
             click.echo(f"{destination}: {done} images upscaled x{factor:g}{failures}", err=True)
         if failed:
             sys.exit(1)
-        return
-    if not quiet:
-        w, h = summary.output_size
-        if summary.codec:  # a video
-            what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
-            click.echo(f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)", err=True)
+    elif not quiet:
+        click.echo(_summary_line(summary), err=True)
+
+
+class _Console:
+    """stderr while a job runs: a progress bar (created on the first report) and lines written above it."""
+
+    def __init__(self, *, unit: str) -> None:
+        self.unit = unit
+        self.bar: Any = None
+
+    def progress(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=self.unit, dynamic_ncols=True, leave=False, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
         else:
-            what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
-            click.echo(f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s", err=True)
+            click.echo(line, err=True)
+
+    def show(self, message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        """``warnings.showwarning`` for the job: one line per warning."""
+        self.say(f"elan-video: warning: {message}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary_line(summary: VideoSummary) -> str:
+    """One line on what :func:`~elan_video.pipeline.upscale_video` wrote."""
+    w, h = summary.output_size
+    if summary.codec:  # a video
+        what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
+        return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)"
+    what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
+    return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s"
 
 
 def _upscale_folder(
