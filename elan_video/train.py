@@ -168,10 +168,10 @@ def _check_options(
     lr: float | None,
     ema_decay: float,
     stop_at: int | None,
-    init_and_resume: bool,
+    resume: bool,
+    init: str | Path | None,
 ) -> None:
-    """Validate :func:`train`'s options (raises OptionError); ``counts`` must each be at least 1, ``init_and_resume``
-    is true when both were given."""
+    """Validate :func:`train`'s options (raises OptionError); ``counts`` must each be at least 1."""
     if scale not in (2, 3, 4):
         raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
     if schedule not in SCHEDULES:
@@ -187,7 +187,7 @@ def _check_options(
         raise OptionError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if stop_at is not None and stop_at < 1:
         raise OptionError(f"stop_at must be at least 1, got {stop_at}")
-    if init_and_resume:
+    if resume and init is not None:
         raise OptionError("init and resume are exclusive: resume continues the run stored in out")
 
 
@@ -292,7 +292,8 @@ def train(
         lr=lr,
         ema_decay=ema_decay,
         stop_at=stop_at,
-        init_and_resume=resume and init is not None,
+        resume=resume,
+        init=init,
     )
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
