@@ -400,7 +400,7 @@ def _video_job(
     """Stream ``reader``'s video through ``up`` into ``plan``'s encoder, with the source's other streams."""
     info = reader.info
     _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
-    reader.with_alpha = plan.rgb_format.startswith("rgba")
+    reader.with_alpha = plan.alpha
     with _temporary_output(job.dst) as tmp, _refusals_named(job.dst):
         writer = VideoWriter(tmp, plan, metadata=dict(reader.stream.metadata), warn=job.warn)
         try:
@@ -455,7 +455,7 @@ def _warn_about_plan(job: _Job, reader: VideoReader, plan: EncoderPlan, *, pix_f
             f"{plan.codec} does not take the source's HDR10 mastering display and light level metadata "
             "(only libx265 does here); the output keeps the PQ/HLG colour tags without it"
         )
-    if info.alpha and not plan.rgb_format.startswith("rgba"):
+    if info.alpha and not plan.alpha:
         job.warn(
             f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src} is dropped "
             "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"

@@ -94,6 +94,11 @@ class EncoderPlan:
     # network's channels disagree on grey input give no colour tint.
     grey: bool = False
 
+    @property
+    def alpha(self) -> bool:
+        """Whether the frames handed to the writer carry an alpha channel (``rgba``/``rgba64le``) it keeps."""
+        return self.rgb_format.startswith("rgba")
+
 
 @functools.cache
 def _container_caps(suffix: str) -> tuple[str, frozenset[str]]:
