@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import av
-import av.error
 import numpy as np
 
 __all__ = [
