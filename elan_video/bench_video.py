@@ -16,7 +16,7 @@ from .errors import OptionError
 from .pipeline import make_upscaler, upscale_video
 from .streaming import default_cpu_threads
 from .upscaler import Upscaler
-from .video import VideoReader, VideoWriter, plan_encoder
+from .video import DecodedFrame, EncoderPlan, VideoInfo, VideoReader, VideoWriter, plan_encoder
 
 __all__ = ["run_video_bench"]
 
@@ -33,6 +33,52 @@ def _synthetic_frames(count: int, width: int, height: int) -> list[np.ndarray]:
     base += rng.normal(0, 6, base.shape)  # fine detail for the network and the encoder to work on
     texture = np.clip(base, 0, 255).astype(np.uint8)
     return [np.ascontiguousarray(texture[:, 4 * i : 4 * i + width]) for i in range(count)]
+
+
+def _write_clip(path: Path, images: list[np.ndarray]) -> None:
+    """``images`` (H x W x 3 uint8) as an H.264 MP4 at 30 fps and near-transparent quality, like a camera's file."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(30), options={"crf": "18", "preset": "veryfast"})
+        stream.height, stream.width = images[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def _decode(src: Path) -> tuple[float, list[DecodedFrame], VideoInfo]:
+    """Seconds taken to decode every video frame of ``src`` to RGB as the pipeline reads them, the frames, the
+    source's description."""
+    start = time.perf_counter()
+    with VideoReader(src) as reader:
+        frames = [item for item in reader.items() if isinstance(item, DecodedFrame)]
+        info = reader.info
+    return time.perf_counter() - start, frames, info
+
+
+def _infer(up: Upscaler, images: np.ndarray, *, threads: int) -> tuple[float, np.ndarray]:
+    """Seconds taken to upscale ``images`` (N x H x W x 3 uint8) batch by batch with ``threads`` PyTorch threads,
+    and the N x sH x sW x 3 result; one warm-up batch first (precision probe, backend build, allocator), untimed."""
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        up.upscale_batch(images[: up.batch])
+        start = time.perf_counter()
+        outputs = [up.upscale_batch(images[i : i + up.batch]) for i in range(0, len(images), up.batch)]
+        return time.perf_counter() - start, np.concatenate(outputs)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _encode(dst: Path, plan: EncoderPlan, frames: list[DecodedFrame], images: np.ndarray) -> float:
+    """Seconds taken to convert, encode and mux ``images`` to ``dst`` with the source ``frames``' timestamps."""
+    start = time.perf_counter()
+    with VideoWriter(dst, plan) as writer:
+        for frame, image in zip(frames, images, strict=True):
+            writer.write(image, frame.pts)
+    return time.perf_counter() - start
 
 
 def run_video_bench(
@@ -81,40 +127,11 @@ def run_video_bench(
     threads = default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="elan-bench-") as tmp:
         src = Path(tmp) / "bench_in.mp4"
-        with av.open(str(src), mode="w") as out:
-            stream = out.add_stream("libx264", rate=Fraction(30), options={"crf": "18", "preset": "veryfast"})
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for i, image in enumerate(_synthetic_frames(frames, width, height)):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = i
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-
-        start = time.perf_counter()
-        with VideoReader(src) as reader:
-            decoded = [item for item in reader.items() if not isinstance(item, av.Packet)]
-            info = reader.info
-        decode_s = time.perf_counter() - start
-
-        images = np.stack([f.image for f in decoded])  # type: ignore[union-attr]
-        saved_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            up.upscale_batch(images[: up.batch])  # warm-up: precision probe, backend build, allocator
-            start = time.perf_counter()
-            outputs = [up.upscale_batch(images[i : i + up.batch]) for i in range(0, len(images), up.batch)]
-            infer_s = time.perf_counter() - start
-        finally:
-            torch.set_num_threads(saved_threads)
-        upscaled = np.concatenate(outputs)
-
-        plan = plan_encoder(Path(tmp) / f"enc{container}", info, scale=up.scale, codec=codec)
-        start = time.perf_counter()
-        with VideoWriter(Path(tmp) / f"enc{container}", plan) as writer:
-            for f, image in zip(decoded, upscaled, strict=True):
-                writer.write(image, f.pts)  # type: ignore[union-attr]
-        encode_s = time.perf_counter() - start
-
+        _write_clip(src, _synthetic_frames(frames, width, height))
+        decode_s, decoded, info = _decode(src)
+        infer_s, upscaled = _infer(up, np.stack([f.image for f in decoded]), threads=threads)
+        enc = Path(tmp) / f"enc{container}"
+        encode_s = _encode(enc, plan_encoder(enc, info, scale=up.scale, codec=codec), decoded, upscaled)
         summary = upscale_video(src, Path(tmp) / f"all{container}", model=up, scale=up.scale, codec=codec)
     n = len(decoded)
     return {
