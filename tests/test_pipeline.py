@@ -159,14 +159,20 @@ def test_mpeg_ts_takes_h264_and_copies_aac_while_a_blu_ray_m2ts_gets_ac3(tmp_pat
         )
 
 
-def test_audio_the_container_refuses_is_reencoded_with_a_warning(tmp_path: Path, up2: Upscaler) -> None:
+@pytest.mark.parametrize(("dst", "video_codec"), [("out.webm", "vp9"), ("out.ogv", "vp8")])
+def test_audio_the_container_refuses_is_reencoded_with_a_warning(
+    tmp_path: Path, up2: Upscaler, dst: str, video_codec: str
+) -> None:
     real = shared_path("data", "video", "imageio_realshort.mp4")
     src = tmp_path / "aac.mp4"
     make_clip(src, frames=10, audio_from=real)
-    with pytest.warns(VideoWarning, match=r"audio stream #1 \(aac\) cannot be copied into \.webm; re-encoded"):
-        summary = upscale_video(src, tmp_path / "out.webm", model=up2)
+    suffix = Path(dst).suffix
+    with pytest.warns(VideoWarning, match=rf"audio stream #1 \(aac\) cannot be copied into \{suffix}; re-encoded"):
+        summary = upscale_video(src, tmp_path / dst, model=up2)
     assert summary.streams_reencoded == 1
-    with av.open(str(tmp_path / "out.webm")) as c:
+    assert [t for t, _ in video_frames(tmp_path / dst)] == pytest.approx([t for t, _ in video_frames(src)], abs=1e-3)
+    with av.open(str(tmp_path / dst)) as c:
+        assert c.streams.video[0].codec_context.name == video_codec
         audio = c.streams.audio[0]
         assert audio.codec_context.name == "opus"
         assert sum(f.samples for f in c.decode(audio)) > 0.5 * 48000

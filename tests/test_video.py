@@ -157,6 +157,7 @@ def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> No
         (".webm", 8, "libvpx-vp9", "yuv420p"),
         (".mp4", 10, "libx265", "yuv420p10le"),
         (".webm", 10, "libvpx-vp9", "yuv420p"),
+        (".ogv", 8, "libvpx", "yuv420p"),
         (".y4m", 10, "wrapped_avframe", "yuv420p10le"),
         (".ts", 8, "libx264", "yuv420p"),
         (".m2ts", 10, "libx265", "yuv420p10le"),

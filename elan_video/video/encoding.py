@@ -29,6 +29,7 @@ _DEFAULT_CODECS = {
     ".avi": ("libx264", "libx264"),
     ".webm": ("libvpx-vp9", "libvpx-vp9"),
     ".ivf": ("libvpx-vp9", "libvpx-vp9"),
+    ".ogv": ("libvpx", "libvpx"),  # Ogg takes Theora or VP8, and this FFmpeg has no Theora encoder
     ".y4m": ("wrapped_avframe", "wrapped_avframe"),
     ".264": ("libx264", "libx264"),
     ".h264": ("libx264", "libx264"),
@@ -53,7 +54,9 @@ _M2TS_CODECS = frozenset(
 )
 # MPEG program streams likewise: FFmpeg's mpegenc.c writes MPEG-2 and H.264 video besides MPEG-1.
 _PS_CODECS = frozenset({"mpeg1video", "mpeg2video", "h264", "mp2", "mp3", "ac3", "dts", "dvd_subtitle"})
-_UNDECLARED_CODECS = {".ts": _TS_CODECS, ".mts": _TS_CODECS, ".m2ts": _M2TS_CODECS}
+# Ogg likewise declares only its default codecs, but oggenc.c writes Opus, Vorbis, FLAC and Speex audio too.
+_OGG_CODECS = frozenset({"theora", "vp8", "opus", "vorbis", "flac", "speex"})
+_UNDECLARED_CODECS = {".ts": _TS_CODECS, ".mts": _TS_CODECS, ".m2ts": _M2TS_CODECS, ".ogv": _OGG_CODECS}
 _UNDECLARED_CODECS |= {".mpg": _PS_CODECS, ".mpeg": _PS_CODECS}
 # Constant-quality defaults: visually transparent for the codec's scale.
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28, "libaom-av1": 28}
@@ -245,8 +248,8 @@ def plan_encoder(
     ``scale`` times larger frames with Lanczos), rounded to even sizes for encoders that need them.
 
     Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources; ProRes for a ProRes source in .mov
-    and .mkv), .webm VP9, .y4m raw; the pixel format keeps the source's chroma layout, bit depth and alpha where
-    the codec allows. Raises OptionError.
+    and .mkv), .webm VP9, .ogv VP8, .y4m raw; the pixel format keeps the source's chroma layout, bit depth and
+    alpha where the codec allows. Raises OptionError.
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()

@@ -28,7 +28,14 @@ _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_
 # timecode is one: MOV/MP4 store it as a tmcd track, which their muxer writes again from this tag.
 _VIDEO_TAGS = frozenset({"timecode", "language", "title"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
-_AUDIO_FALLBACK = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".avi": "libmp3lame"}
+_AUDIO_FALLBACK = {
+    ".webm": "libopus",
+    ".ogv": "libopus",
+    ".mp4": "aac",
+    ".m4v": "aac",
+    ".mov": "aac",
+    ".avi": "libmp3lame",
+}
 _AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
 # mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
@@ -123,6 +130,10 @@ class VideoWriter:
             # MPEG-1/2 count time in frames of one of their standard rates; the frames' stamps are rebased to it.
             cc.time_base = 1 / plan.rate
         stream.time_base = plan.time_base
+        if plan.rate and self.container.format.name == "ogv":
+            # Ogg's VP8 header records the stream's time base as the frame rate, and its demuxer dates the first
+            # frame one such tick before the second: with a finer time base the first frame comes back late.
+            stream.time_base = 1 / plan.rate
         if plan.rate:
             cc.framerate = plan.rate
         cc.colorspace = plan.colour.matrix if plan.colour.matrix != SPC_RGB else SPC_UNSPECIFIED
