@@ -460,6 +460,11 @@ def _warn_about_plan(job: _Job, reader: VideoReader, plan: EncoderPlan, *, pix_f
             f"{plan.codec} {plan.pix_fmt} has no alpha channel; the transparency of {src} is dropped "
             "(FFV1 in .mkv, ProRes 4444 or PNG in .mov, VP9 in .webm keep it)"
         )
+    if plan.options.get("strict") == "experimental":
+        job.warn(
+            f"{plan.codec} headers have no {float(info.rate or 0):.3f} fps; the header says the nearest standard rate"
+            " and the frames keep their timestamps"
+        )
     out_bits, _ = format_facts(plan.pix_fmt)
     if not pix_fmt_given and info.bit_depth > 8 and out_bits < info.bit_depth:
         hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""

@@ -770,6 +770,20 @@ def test_ffmpegs_own_encoders_get_a_quality_not_their_default_bit_rate(tmp_path:
     assert min(psnr(g, r) for (_, g), (_, r) in zip(got, ref, strict=True)) > 34
 
 
+@pytest.mark.parametrize(("codec", "dst"), [("mpeg1video", "o.mkv"), ("mpeg2video", "o.mkv"), ("mpeg2video", "o.mpg")])
+def test_mpeg_1_and_2_take_a_frame_rate_their_headers_cannot_name(tmp_path: Path, codec: str, dst: str) -> None:
+    src = tmp_path / "phone.mp4"  # 45000/1499 fps, as imageio_realshort.mp4; FFmpeg refused it for MPEG-1/2
+    make_clip(
+        src, frames=5, rate=Fraction(45000, 1499), time_base=Fraction(1, 90000), pts=[1499 * 2 * i for i in range(5)]
+    )
+    up = Upscaler(tiny_elan(2), scale=2, **FAST)
+    with pytest.warns(VideoWarning, match=rf"{codec} headers have no 30\.020 fps; the header says the nearest"):
+        upscale_video(src, tmp_path / dst, model=up, codec=codec)
+    got, want = [t for t, _ in video_frames(tmp_path / dst)], [t for t, _ in video_frames(src)]
+    # A program stream starts its clock after the muxer's preload; the frames stay 1499/45000 s apart.
+    assert [t - got[0] for t in got] == pytest.approx([t - want[0] for t in want], abs=1e-3)
+
+
 def test_ten_bits_an_encoder_cannot_keep_are_reported(tmp_path: Path) -> None:
     src = shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m")
     up = Upscaler(tiny_elan(2), scale=2, **FAST)

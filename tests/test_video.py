@@ -227,7 +227,7 @@ def test_codec_the_container_cannot_hold_is_refused() -> None:
     with pytest.raises(OptionError, match=r"cannot be stored in a \.webm file \(webm\); it takes .*libvpx-vp9"):
         plan_encoder(Path("out.webm"), info, scale=2, codec="libx264")
     with pytest.raises(OptionError, match=r"libx264 cannot be stored in a \.ogv file \(ogv\); it takes libvpx$"):
-        plan_encoder(Path("out.ogv"), info, scale=2)
+        plan_encoder(Path("out.ogv"), info, scale=2, codec="libx264")
     # A program stream declares only MPEG-1 video to FFmpeg, and holds MPEG-2 and H.264 as well.
     assert plan_encoder(Path("out.mpg"), info, scale=2, codec="mpeg2video").codec == "mpeg2video"
     with pytest.raises(OptionError, match="extension"):
