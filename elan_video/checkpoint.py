@@ -21,6 +21,8 @@ BUNDLED = ("elan-light-x2", "elan-light-x3", "elan-light-x4")
 _WRAPPERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 _SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _BODY_KEY = re.compile(r"body\.(\d+)\.modules_lfe\.lfe_(\d+)\.")
+# Where torch's weights-only refusal says what it found in the file.
+_UNPICKLER = "WeightsUnpickler error:"
 
 
 def _unwrap(obj: object, name: str) -> dict[str, torch.Tensor]:
@@ -95,8 +97,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or not a weights-only PyTorch checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: corrupt or not a weights-only PyTorch checkpoint ({_reason(exc)})") from None
     config = obj.get("config", {}) if isinstance(obj, Mapping) else {}
     return _unwrap(obj, str(path)), dict(config) if isinstance(config, Mapping) else {}
 
@@ -106,6 +107,15 @@ def _bundled_path(name: str) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{name}: bundled weights are not installed ({path} missing)")
     return path
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause in one line: for a weights-only refusal, the unpickler's own words (what it found) rather than
+    torch's paragraph suggesting ``weights_only=False``, which would run whatever the file holds."""
+    text = str(exc).strip()
+    if _UNPICKLER in text:
+        text = text.split(_UNPICKLER, 1)[1].strip().split(". ")[0]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(
