@@ -28,15 +28,8 @@ _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_
 # timecode is one: MOV/MP4 store it as a tmcd track, which their muxer writes again from this tag.
 _VIDEO_TAGS = frozenset({"timecode", "language", "title"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
-_AUDIO_FALLBACK = {
-    ".webm": "libopus",
-    ".ogv": "libopus",
-    ".mp4": "aac",
-    ".m4v": "aac",
-    ".mov": "aac",
-    ".avi": "libmp3lame",
-}
-_AUDIO_FALLBACK |= {".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
+_AUDIO_FALLBACK = {".webm": "libopus", ".ogv": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac"}
+_AUDIO_FALLBACK |= {".avi": "libmp3lame", ".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
 # mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
 _SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
@@ -127,7 +120,7 @@ class VideoWriter:
         cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt
         cc.time_base = plan.time_base
         if plan.codec in ("mpeg1video", "mpeg2video") and plan.rate:
-            # MPEG-1/2 count time in frames of one of their standard rates; the frames' stamps are rebased to it.
+            # MPEG-1/2 count time in whole frames: the frames' stamps are rebased to the source's frame clock.
             cc.time_base = 1 / plan.rate
         stream.time_base = plan.time_base
         if plan.rate and self.container.format.name == "ogv":
