@@ -64,7 +64,8 @@ _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
 # FFmpeg's own DCT encoders, which take a constant quantiser (global_quality in lambda units) for quality.
 _QSCALE_CODECS = ("mpeg1video", "mpeg2video", "mpeg4", "msmpeg4", "msmpeg4v2", "h263", "h263p", "flv", "mjpeg")
 _QP2LAMBDA = 118
-_MPEG12 = ("mpeg1video", "mpeg2video")
+# Encoders whose streams count time in whole frames of a rate their header names.
+MPEG12_CODECS = ("mpeg1video", "mpeg2video")
 # Encoders that refuse odd frame sizes with subsampled chroma; others (VP9, FFV1, raw) accept them.
 _EVEN_ONLY = ("libx264", "libx265", "libsvtav1", "mpeg4", "prores_ks", "mjpeg", "h264_nvenc", "hevc_nvenc")
 # At output widths up to this, the x265 4.3 in PyAV's wheel writes past its CU-tree buffers (valgrind: widths
@@ -297,7 +298,7 @@ def plan_encoder(
                 raise OptionError(f"codec {codec} does not take pix_fmt {pix_fmt}; it takes {', '.join(supported)}")
             pix_fmt = substitute
     options, crf = _quality_options(enc, crf=crf, preset=preset)
-    if enc.name in _MPEG12 and info.rate and _refuses_rate(enc.name, info.rate):
+    if enc.name in MPEG12_CODECS and info.rate and _refuses_rate(enc.name, info.rate):
         # MPEG-1/2 headers hold only a few standard rates; FFmpeg refuses others (a phone's 30.02 fps) unless
         # told to write the nearest one. The frames keep their own timestamps on the source's frame clock.
         options["strict"] = "experimental"

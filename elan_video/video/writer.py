@@ -14,7 +14,7 @@ import av.error
 import numpy as np
 
 from ..errors import OutputError, WarnCallback, default_warn
-from .encoding import EncoderPlan, muxer_takes
+from .encoding import MPEG12_CODECS, EncoderPlan, muxer_takes
 from .pixels import SPC_RGB, SPC_UNSPECIFIED, luma
 from .probe import is_cover, is_text_subtitle, stream_display_matrix, stream_sar
 
@@ -119,7 +119,7 @@ class VideoWriter:
         cc = stream.codec_context
         cc.width, cc.height, cc.pix_fmt = plan.width, plan.height, plan.pix_fmt
         cc.time_base = plan.time_base
-        if plan.codec in ("mpeg1video", "mpeg2video") and plan.rate:
+        if plan.codec in MPEG12_CODECS and plan.rate:
             # MPEG-1/2 count time in whole frames: the frames' stamps are rebased to the source's frame clock.
             cc.time_base = 1 / plan.rate
         stream.time_base = plan.time_base
