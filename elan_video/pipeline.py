@@ -465,6 +465,11 @@ def _warn_about_plan(job: _Job, reader: VideoReader, plan: EncoderPlan, *, pix_f
             f"{plan.codec} headers have no {float(info.rate or 0):.3f} fps; the header says the nearest standard rate"
             " and the frames keep their timestamps"
         )
+    if plan.muxer_options.get("strict") == "unofficial" and job.dst.suffix.lower() == ".mxf":
+        job.warn(
+            f"MXF has no {float(info.rate or 0):.3f} fps edit rate; FFmpeg writes one of its own, which other MXF"
+            " readers may refuse"
+        )
     out_bits, _ = format_facts(plan.pix_fmt)
     if not pix_fmt_given and info.bit_depth > 8 and out_bits < info.bit_depth:
         hint = " (HEVC in .mp4, .mkv or .mov keeps 10)" if out_bits < 10 else ""

@@ -161,6 +161,8 @@ def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> No
         (".y4m", 10, "wrapped_avframe", "yuv420p10le"),
         (".ts", 8, "libx264", "yuv420p"),
         (".m2ts", 10, "libx265", "yuv420p10le"),
+        (".mxf", 8, "mpeg2video", "yuv420p"),
+        (".mxf", 10, "prores_ks", "yuv422p10le"),
     ],
 )
 def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix_fmt: str) -> None:

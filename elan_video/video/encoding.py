@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import struct
 import tempfile
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ _DEFAULT_CODECS = {
     ".ts": ("libx264", "libx265"),
     ".m2ts": ("libx264", "libx265"),
     ".mts": ("libx264", "libx265"),
+    ".mxf": ("mpeg2video", "prores_ks"),  # broadcast MXF: MPEG-2 (8 bits only) or ProRes 4:2:2 10-bit
 }
 # Codecs (by FFmpeg's codec id name) that MPEG-TS carries and players read from it, by output suffix. That
 # muxer has no codec table, so FFmpeg answers "cannot tell" (avformat_query_codec), which PyAV's
@@ -56,8 +58,10 @@ _M2TS_CODECS = frozenset(
 _PS_CODECS = frozenset({"mpeg1video", "mpeg2video", "h264", "mp2", "mp3", "ac3", "dts", "dvd_subtitle"})
 # Ogg likewise declares only its default codecs, but oggenc.c writes Opus, Vorbis, FLAC and Speex audio too.
 _OGG_CODECS = frozenset({"theora", "vp8", "opus", "vorbis", "flac", "speex"})
+# MXF likewise: mxfenc.c writes these essences too (H.264 only in some profiles, so it is not offered).
+_MXF_CODECS = frozenset({"mpeg2video", "prores", "dnxhd", "ffv1", "jpeg2000", "dvvideo", "pcm_s16le", "pcm_s24le"})
 _UNDECLARED_CODECS = {".ts": _TS_CODECS, ".mts": _TS_CODECS, ".m2ts": _M2TS_CODECS, ".ogv": _OGG_CODECS}
-_UNDECLARED_CODECS |= {".mpg": _PS_CODECS, ".mpeg": _PS_CODECS}
+_UNDECLARED_CODECS |= {".mpg": _PS_CODECS, ".mpeg": _PS_CODECS, ".mxf": _MXF_CODECS}
 # Constant-quality defaults: visually transparent for the codec's scale.
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28, "libaom-av1": 28}
 _PRESET_CODECS = ("libx264", "libx265", "libsvtav1")
@@ -129,6 +133,23 @@ def _refuses_rate(codec: str, rate: Fraction) -> bool:
         ctx.open()
     except av.error.FFmpegError:
         return True
+    return False
+
+
+@functools.cache
+def _muxer_refuses_rate(muxer: str, rate: Fraction) -> bool:
+    """Whether FFmpeg's ``muxer`` refuses to write a video stream of ``rate`` frames per second (MXF's edit
+    rates are a fixed list)."""
+    trial = av.open(io.BytesIO(), "w", format=muxer)
+    try:
+        stream = trial.add_stream("mpeg2video", rate=rate, options={"strict": "experimental"})
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        trial.start_encoding()
+    except (av.error.FFmpegError, ValueError):
+        return True
+    finally:
+        with contextlib.suppress(av.error.FFmpegError, ValueError):
+            trial.close()
     return False
 
 
@@ -263,8 +284,8 @@ def plan_encoder(
     ``scale`` times larger frames with Lanczos), rounded to even sizes for encoders that need them.
 
     Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources; ProRes for a ProRes source in .mov
-    and .mkv), .webm VP9, .ogv VP8, .y4m raw; the pixel format keeps the source's chroma layout, bit depth and
-    alpha where the codec allows. Raises OptionError.
+    and .mkv), .webm VP9, .ogv VP8, .mxf MPEG-2 (ProRes 4:2:2 10-bit for > 8-bit sources), .y4m raw; the pixel
+    format keeps the source's chroma layout, bit depth and alpha where the codec allows. Raises OptionError.
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()
@@ -302,6 +323,11 @@ def plan_encoder(
         # MPEG-1/2 headers hold only a few standard rates; FFmpeg refuses others (a phone's 30.02 fps) unless
         # told to write the nearest one. The frames keep their own timestamps on the source's frame clock.
         options["strict"] = "experimental"
+    muxer_options = {}
+    # Y4M's > 8-bit layouts and MXF's edit rates off its list (a phone's 30.02 fps) are FFmpeg extensions of
+    # those formats, written only when asked to.
+    if muxer == "yuv4mpegpipe" or (muxer == "mxf" and info.rate and _muxer_refuses_rate(muxer, info.rate)):
+        muxer_options["strict"] = "unofficial"
     out_fmt = av.VideoFormat(pix_fmt)
     even = (
         enc.name in _EVEN_ONLY
@@ -324,8 +350,7 @@ def plan_encoder(
         crf=crf if "crf" in options else None,
         preset=preset,
         options=options,
-        # Y4M's > 8-bit layouts are an FFmpeg extension of the format, written only when asked to.
-        muxer_options={"strict": "unofficial"} if muxer == "yuv4mpegpipe" else {},
+        muxer_options=muxer_options,
         # JPEG's YUV is full range; FFmpeg's MJPEG encoder refuses limited range ("Invalid argument").
         colour=replace(info.colour, range=RANGE_FULL) if enc.name == "mjpeg" else info.colour,
         time_base=info.time_base,

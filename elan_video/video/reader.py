@@ -18,6 +18,10 @@ from .probe import alpha_decoder, check_source, is_cover, open_input, video_info
 
 __all__ = ["DecodedFrame", "VideoReader", "read_frames"]
 
+# Seconds of video past ``end`` within which every other stream's packets up to ``end`` are expected: muxers
+# interleave in chunks of about a second at most.
+_END_READ_ON = 10.0
+
 
 @dataclass
 class DecodedFrame:
@@ -156,6 +160,11 @@ class VideoReader:
         step = self._frame_step()
         last_pts: int | None = None
         index = 0
+        # With an ``end``, the other streams are read on past the video's last frame until each reaches it:
+        # a file interleaved in chunks (an MP4's second of video, then its second of audio) stores their
+        # packets for the range after the video's.
+        behind = {s.index for s in streams[1:] if not is_cover(s)}
+        video_done = False
         try:
             packets = self.container.demux(*streams)
             while True:
@@ -174,8 +183,16 @@ class VideoReader:
                     if packet.dts is None and packet.pts is None:
                         continue
                     t = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
-                    if (self.start is None or t >= self.start) and (self.end is None or t < self.end):
+                    if self.end is not None and t >= self.end:
+                        behind.discard(packet.stream.index)
+                        if video_done and not behind:
+                            return
+                    elif self.start is None or t >= self.start:
                         yield packet
+                    continue
+                if video_done:
+                    if packet.dts is not None and float(packet.dts * packet.time_base) >= self.end + _END_READ_ON:
+                        return  # a stream that has nothing more (a last subtitle) is not waited for to the end
                     continue
                 try:
                     frames = self._decoder.decode(packet)
@@ -199,7 +216,10 @@ class VideoReader:
                     if self.start is not None and t < self.start - 1e-9:
                         continue
                     if self.end is not None and t >= self.end - 1e-9:
-                        return
+                        video_done = True
+                        if not behind:
+                            return
+                        break
                     last_pts = pts
                     self.frames_decoded += 1
                     self._span = (pts, pts) if self._span is None else (self._span[0], pts)

@@ -30,6 +30,9 @@ _VIDEO_TAGS = frozenset({"timecode", "language", "title"})
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".ogv": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac"}
 _AUDIO_FALLBACK |= {".avi": "libmp3lame", ".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
+_AUDIO_FALLBACK |= {".mxf": "pcm_s24le"}
+# Sample rates a container takes, where it takes only some: MXF's muxer writes 48 kHz audio only.
+_AUDIO_RATES = {".mxf": (48000,)}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
 # mov_text into Matroska or WebM). Bitmap subtitles (DVD, PGS) have no text to convert.
 _SUBTITLE_FALLBACK = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".mkv": "ass", ".webm": "webvtt"}
@@ -107,6 +110,8 @@ class VideoWriter:
         self.reencoded: list[int] = []
         self.dropped: list[int] = []
         self.frames_written = 0
+        self._video_end = Fraction(0)  # seconds: the last frame written's end
+        self._next_sample: dict[int, int] = {}  # re-encoded audio, by output stream index: where the next frame goes
         self._closed = False
 
     def _setup_video(self, metadata: dict[str, str]) -> None:
@@ -188,10 +193,10 @@ class VideoWriter:
                 self.copied.append(s.index)
             elif s.type == "audio" and suffix in _AUDIO_FALLBACK and takes(av.Codec(_AUDIO_FALLBACK[suffix], "w")):
                 target = _AUDIO_FALLBACK[suffix]
-                rate, rates = s.codec_context.sample_rate, av.Codec(target, "w").audio_rates
-                if rates and rate not in rates:  # Opus and AC-3 take only a few rates: resample up to one
+                rate, rates = s.codec_context.sample_rate, _AUDIO_RATES.get(suffix) or av.Codec(target, "w").audio_rates
+                if rates and rate not in rates:  # Opus, AC-3 and MXF take only a few rates: resample up to one
                     rate = min((r for r in rates if r >= rate), default=max(rates))
-                out = self.container.add_stream(target, rate=rate)
+                out = self.container.add_stream(target, rate=rate, layout=s.codec_context.layout)
                 _label_like(out, s)
                 resampler = av.AudioResampler(
                     format=av.Codec(target, "w").audio_formats[0].name, layout=s.codec_context.layout, rate=rate
@@ -245,6 +250,7 @@ class VideoWriter:
         for packet in self.video.encode(frame):
             self.container.mux(packet)
         self.frames_written += 1
+        self._video_end = pts * plan.time_base + (1 / plan.rate if plan.rate else 0)
 
     def mux(self, packet: av.Packet) -> None:
         """Copy (or re-encode) a packet of a stream attached by :meth:`add_streams_from`."""
@@ -269,9 +275,34 @@ class VideoWriter:
         except av.error.FFmpegError:
             return
         for frame in frames:
-            frame.pts = None  # the encoder numbers samples itself; the resampler keeps them gapless
-            for converted in resampler.resample(frame):  # type: ignore[attr-defined]
-                self.container.mux(out.encode(converted))
+            if out.index not in self._next_sample and frame.pts is not None:
+                # Anchored at the source's time of its first sound (with --start, not at 0), gapless after it.
+                start = max(Fraction(0), frame.pts * frame.time_base)
+                self._next_sample[out.index] = round(start * out.codec_context.sample_rate)
+            frame.pts = None
+            self._encode_audio(out, resampler.resample(frame))  # type: ignore[attr-defined]
+
+    def _encode_audio(self, out: av.stream.Stream, frames: list[av.AudioFrame]) -> None:
+        """Encode and mux resampled ``frames`` of a re-encoded stream, numbering their samples on from its start."""
+        for frame in frames:
+            frame.pts = self._next_sample.get(out.index, 0)
+            frame.time_base = Fraction(1, out.codec_context.sample_rate)
+            self.container.mux(out.encode(frame))
+            self._next_sample[out.index] = frame.pts + frame.samples
+
+    def _silence_to_video_end(self, out: av.stream.Stream) -> list[av.AudioFrame]:
+        """Silence from the end of ``out``'s audio to the end of the video: MXF's muxer writes only the frames
+        whose edit unit its audio fills, so audio a few ms short of the video (AAC's last packet) costs the
+        last frame."""
+        missing = round(self._video_end * out.codec_context.sample_rate) - self._next_sample.get(out.index, 0)
+        if missing <= 0:
+            return []
+        cc = out.codec_context
+        silence = av.AudioFrame(format=cc.format.name, layout=cc.layout, samples=missing)
+        for plane in silence.planes:
+            plane.update(bytes(plane.buffer_size))
+        silence.sample_rate = cc.sample_rate
+        return [silence]
 
     def _convert_subtitle(self, packet: av.Packet, src: av.stream.Stream, out: av.stream.Stream) -> None:
         """Decode one text subtitle packet and encode it in the output's text format, at the same times."""
@@ -309,10 +340,10 @@ class VideoWriter:
             for src, out, resampler in self._reencodes.values():
                 for frame in src.codec_context.decode(None):
                     frame.pts = None
-                    for converted in resampler.resample(frame):  # type: ignore[attr-defined]
-                        self.container.mux(out.encode(converted))
-                for converted in resampler.resample(None):  # type: ignore[attr-defined]
-                    self.container.mux(out.encode(converted))
+                    self._encode_audio(out, resampler.resample(frame))  # type: ignore[attr-defined]
+                self._encode_audio(out, resampler.resample(None))  # type: ignore[attr-defined]
+                if self.container.format.name == "mxf":
+                    self._encode_audio(out, self._silence_to_video_end(out))
                 self.container.mux(out.encode(None))
         finally:
             self.container.close()
