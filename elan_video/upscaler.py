@@ -228,7 +228,8 @@ class Upscaler:
     def to_tensor(self, images: np.ndarray) -> torch.Tensor:
         """N x H x W x 3 uint8/uint16 array -> float32 N x 3 x H x W in 0..255 on ``self.device``."""
         peak = 255.0 if images.dtype == np.uint8 else 65535.0
-        t = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        # Writable too: torch warns on read-only arrays, which is what np.asarray gives for a Pillow image.
+        t = torch.from_numpy(np.require(images, requirements=("C", "W"))).to(self.device)
         t = t.permute(0, 3, 1, 2).float()
         return t if peak == 255.0 else t * (255.0 / peak)
 

@@ -161,6 +161,29 @@ def test_bad_images_are_named(image: object, needle: str) -> None:
         ev.upscale_image(tiny_elan(2), image)  # type: ignore[arg-type]
 
 
+_READ_ONLY_INPUT = """
+import warnings
+import numpy as np
+from PIL import Image
+from conftest import tiny_elan
+import elan_video as ev
+warnings.simplefilter("error")  # in a fresh process: torch warns about a read-only array once per process
+photo = np.asarray(Image.new("RGB", (12, 10), (200, 90, 30)))
+assert not photo.flags.writeable
+print(ev.upscale_image(tiny_elan(2), photo, device="cpu").shape)
+"""
+
+
+def test_a_read_only_array_as_pillow_gives_is_taken_without_a_warning() -> None:
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_ONLY_INPUT], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "(20, 24, 3)", "")
+
+
 def test_cpu_upscaler_keeps_freed_memory_for_reuse() -> None:
     import sys
 
