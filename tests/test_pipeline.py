@@ -225,6 +225,28 @@ def test_audio_the_muxer_lists_but_refuses_is_reencoded_and_unnamed_channels_get
         assert sum(f.samples for f in c.decode(audio)) >= 0.3 * 48000
 
 
+@pytest.mark.parametrize(
+    ("layout", "dst", "written"),
+    [
+        ("mono", "out.webm", ("opus", "mono")),
+        ("5.1", "out.webm", ("opus", "5.1")),
+        ("5.1", "out.mpg", ("mp2", "stereo")),
+    ],
+)
+def test_reencoded_audio_keeps_its_channels_where_the_encoder_takes_them(
+    tmp_path: Path, up2: Upscaler, layout: str, dst: str, written: tuple[str, str]
+) -> None:
+    make_tone(tmp_path / "tone.mkv", "pcm_s16le", layout=layout)  # Matroska leaves the order unnamed
+    src = tmp_path / "clip.mkv"
+    make_clip(src, frames=5, audio_from=tmp_path / "tone.mkv")
+    with pytest.warns(VideoWarning, match=r"audio stream #1 \(pcm_s16le\) cannot be copied"):
+        upscale_video(src, tmp_path / dst, model=up2)
+    with av.open(str(tmp_path / dst)) as c:
+        audio = c.streams.audio[0]
+        assert (audio.codec_context.name, audio.codec_context.layout.name) == written
+        assert sum(f.samples for f in c.decode(audio)) >= 0.25 * 48000
+
+
 def test_real_clip_opus_audio_is_copied_into_matroska(tmp_path: Path, up2: Upscaler) -> None:
     src = shared_path("data", "video", "realshort_odd319x239_vp9_opus.webm")
     up = Upscaler(tiny_elan(2), scale=2, **FAST)

@@ -190,17 +190,17 @@ def make_clip(
     return pictures
 
 
-def make_tone(path: Path, codec: str, *, rate: int = 48000, seconds: float = 0.3) -> None:
-    """A stereo 440 Hz tone encoded with ``codec`` into ``path`` (no video); Matroska leaves its channel order
-    unnamed ("2 channels")."""
+def make_tone(path: Path, codec: str, *, rate: int = 48000, seconds: float = 0.3, layout: str = "stereo") -> None:
+    """A 440 Hz tone on every channel of ``layout`` encoded with ``codec`` into ``path`` (no video); Matroska
+    leaves its channel order unnamed ("2 channels")."""
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream(codec, rate=rate)
-        stream.layout = "stereo"
+        stream.layout = layout
         fmt = stream.codec_context.codec.audio_formats[0].name
-        resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate)
+        resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
         t = np.arange(int(rate * seconds)) / rate
-        wave = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (2, 1))
-        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
+        wave = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (av.AudioLayout(layout).nb_channels, 1))
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=layout)
         frame.sample_rate, frame.pts = rate, 0
         for converted in resampler.resample(frame):
             out.mux(stream.encode(converted))

@@ -4,6 +4,7 @@ re-encoded or converted where the container refuses them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from fractions import Fraction
@@ -46,6 +47,19 @@ def _label_like(out: av.stream.Stream, source: av.stream.Stream) -> None:
     ...), by which players choose among several audio or subtitle tracks."""
     out.metadata.update(dict(source.metadata))
     out.disposition = source.disposition
+
+
+@functools.cache
+def _encoder_takes_layout(codec: str, layout: str, rate: int) -> bool:
+    """Whether FFmpeg's audio encoder ``codec`` opens for ``layout`` channels at ``rate`` Hz."""
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.sample_rate, ctx.format = rate, av.Codec(codec, "w").audio_formats[0].name
+    try:
+        ctx.layout = layout
+        ctx.open()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
 
 
 def _header_takes(format_name: str, stream: av.stream.Stream) -> bool:
@@ -192,18 +206,8 @@ class VideoWriter:
                 self._copies[s.index] = out
                 self.copied.append(s.index)
             elif s.type == "audio" and suffix in _AUDIO_FALLBACK and takes(av.Codec(_AUDIO_FALLBACK[suffix], "w")):
-                target = _AUDIO_FALLBACK[suffix]
-                rate, rates = s.codec_context.sample_rate, _AUDIO_RATES.get(suffix) or av.Codec(target, "w").audio_rates
-                if rates and rate not in rates:  # Opus, AC-3 and MXF take only a few rates: resample up to one
-                    rate = min((r for r in rates if r >= rate), default=max(rates))
-                out = self.container.add_stream(target, rate=rate, layout=s.codec_context.layout)
-                _label_like(out, s)
-                resampler = av.AudioResampler(
-                    format=av.Codec(target, "w").audio_formats[0].name, layout=s.codec_context.layout, rate=rate
-                )
-                self._reencodes[s.index] = (s, out, resampler)
-                self.reencoded.append(s.index)
-                self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {target}")
+                self._add_reencoded_audio(s, _AUDIO_FALLBACK[suffix], rates=_AUDIO_RATES.get(suffix))
+                self._warn(f"{label} cannot be copied into {suffix}; re-encoded to {_AUDIO_FALLBACK[suffix]}")
             elif s.type == "subtitle" and is_text_subtitle(s) and _SUBTITLE_FALLBACK.get(suffix) in declared:
                 target = _SUBTITLE_FALLBACK[suffix]
                 decoder = s.codec_context
@@ -228,6 +232,23 @@ class VideoWriter:
                 self.dropped.append(s.index)
                 self._warn(f"{label} cannot be stored in {suffix}; dropped")
         return tuple(self._copies) + tuple(self._reencodes) + tuple(self._subtitle_conversions)
+
+    def _add_reencoded_audio(self, s: av.stream.Stream, target: str, *, rates: tuple[int, ...] | None) -> None:
+        """An output stream of ``target`` audio for the source's audio stream ``s``, which :meth:`mux` fills."""
+        codec = av.Codec(target, "w")
+        rate, rates = s.codec_context.sample_rate, rates or codec.audio_rates
+        if rates and rate not in rates:  # Opus, AC-3 and MXF take only a few rates: resample up to one
+            rate = min((r for r in rates if r >= rate), default=max(rates))
+        # The source's channels (the usual order where it left theirs unnamed) where the encoder takes them (MP2
+        # and MP3 take one or two), else stereo.
+        channels, layout = s.codec_context.channels, s.codec_context.layout.name
+        layout = _DEFAULT_LAYOUTS.get(channels, layout) if layout == f"{channels} channels" else layout
+        layout = layout if _encoder_takes_layout(target, layout, rate) else "stereo"
+        out = self.container.add_stream(target, rate=rate, layout=layout)
+        _label_like(out, s)
+        resampler = av.AudioResampler(format=codec.audio_formats[0].name, layout=layout, rate=rate)
+        self._reencodes[s.index] = (s, out, resampler)
+        self.reencoded.append(s.index)
 
     def write(self, image: np.ndarray, pts: int) -> None:
         """Encode one H x W x 3 (or x 4 with alpha) RGB frame (``plan.rgb_format``) presented at ``pts``
