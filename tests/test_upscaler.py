@@ -174,7 +174,7 @@ print(ev.upscale_image(tiny_elan(2), photo, device="cpu").shape)
 """
 
 
-def test_a_read_only_array_as_pillow_gives_is_taken_without_a_warning() -> None:
+def test_a_read_only_array_such_as_pillow_gives_is_taken_without_a_warning() -> None:
     import subprocess
     from pathlib import Path
 
