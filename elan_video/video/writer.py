@@ -81,11 +81,19 @@ def _header_takes(format_name: str, stream: av.stream.Stream) -> bool:
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 4: "quad", 6: "5.1", 8: "7.1"}
 
 
+def _usual_layout(audio: av.AudioCodecContext) -> str:
+    """The name of ``audio``'s channel layout, or where its channel order is unnamed ("2 channels") the usual one
+    for its channel count, which players assume."""
+    name = audio.layout.name
+    return _DEFAULT_LAYOUTS.get(audio.channels, name) if name == f"{audio.channels} channels" else name
+
+
 def _name_unnamed_layout(audio: av.AudioCodecContext) -> None:
     """Give copied audio whose channel order is unnamed the usual one for its channel count: MP4 refuses to
-    finish a file with unnamed PCM channels ("unsupported channel layout 2 channels"), and players assume it."""
-    if audio.layout.name == f"{audio.channels} channels" and audio.channels in _DEFAULT_LAYOUTS:
-        audio.layout = _DEFAULT_LAYOUTS[audio.channels]
+    finish a file with unnamed PCM channels ("unsupported channel layout 2 channels")."""
+    usual = _usual_layout(audio)
+    if usual != audio.layout.name:
+        audio.layout = usual
 
 
 class VideoWriter:
@@ -241,8 +249,7 @@ class VideoWriter:
             rate = min((r for r in rates if r >= rate), default=max(rates))
         # The source's channels (the usual order where it left theirs unnamed) where the encoder takes them (MP2
         # and MP3 take one or two), else stereo.
-        channels, layout = s.codec_context.channels, s.codec_context.layout.name
-        layout = _DEFAULT_LAYOUTS.get(channels, layout) if layout == f"{channels} channels" else layout
+        layout = _usual_layout(s.codec_context)
         layout = layout if _encoder_takes_layout(target, layout, rate) else "stereo"
         out = self.container.add_stream(target, rate=rate, layout=layout)
         _label_like(out, s)
