@@ -8,7 +8,6 @@ stay 16-bit), HEIC/HEIF through pillow-heif; Pillow reads the header (EXIF orien
 
 from __future__ import annotations
 
-import functools
 import struct
 import warnings
 import zlib
@@ -22,6 +21,7 @@ import numpy as np
 
 from .animation import write_animation
 from .errors import InputError, OptionError, WarnCallback, default_warn
+from .heif import HEIF_SUFFIXES, pillow_reads_heif
 from .video.pixels import has_alpha, luma
 from .video.probe import check_source, first_frame_alpha, main_video, open_input
 from .video.reader import DecodedFrame, VideoReader
@@ -39,8 +39,6 @@ __all__ = [
     "write_image",
 ]
 
-# HEIF (a phone's HEIC photo): FFmpeg sees only one tile of it, so pillow-heif decodes and writes it.
-HEIF_SUFFIXES = (".heic", ".heif")
 _NETPBM_SUFFIXES = (".ppm", ".pgm", ".pbm", ".pnm")
 IMAGE_SUFFIXES = (
     *(".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", *HEIF_SUFFIXES),
@@ -64,17 +62,6 @@ def is_image_path(path: str | Path) -> bool:
 
 def _is_heif(path: Path) -> bool:
     return path.suffix.lower() in HEIF_SUFFIXES
-
-
-@functools.cache
-def pillow_reads_heif() -> None:
-    """Teach Pillow HEIC/HEIF through pillow-heif (once per process; call it only when such a file is met, so
-    pillow-heif is imported only then)."""
-    try:
-        import pillow_heif
-    except ImportError:  # a dependency; only a broken install lacks it
-        raise InputError("HEIC/HEIF images need pillow-heif (pip install pillow-heif)") from None
-    pillow_heif.register_heif_opener()
 
 
 def _decode_heif(path: Path) -> np.ndarray:

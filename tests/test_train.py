@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +203,22 @@ def test_init_from_x2_body_for_x3_and_validation_callback(tmp_path: Path) -> Non
     assert torch.allclose(model.state_dict()[body], load_model(x2).state_dict()[body], atol=1e-6)
     [(step, result)] = results
     assert step == 1 and result.scale == 3 and len(result.images) == 5 and np.isfinite(result.psnr)
+
+
+def test_training_reads_its_images_without_the_video_stack(tmp_path: Path) -> None:
+    # A GPU machine for training may have PyTorch and Pillow but not PyAV: reading the training images and
+    # drawing patches must not import it.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.webp", lossless=True)
+    code = (
+        "import sys; sys.modules['av'] = None\n"
+        "from elan_video.data import PatchSampler\n"
+        f"lr, hr = PatchSampler([{str(tmp_path)!r}], scale=2, patch=8, seed=1, degrade='image').sample(2)\n"
+        "print(tuple(lr.shape), tuple(hr.shape))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "(2, 3, 8, 8) (2, 3, 16, 16)"
