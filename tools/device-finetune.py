@@ -7,6 +7,11 @@ with ``steps`` set so the cosine reaches 0 at the deadline. Run one process per 
     for s in 2 3 4; do OMP_NUM_THREADS=4 python3 tools/device-finetune.py --scale $s --deadline $D \\
         --out $OUT/x$s.pt --data T91 --data BSD200 > $OUT/log-x$s.txt 2>&1 & done; wait
 
+The lent machines have PyTorch and Pillow but not PyAV, which training does not need. T91 and BSD200 (66 MB of
+BMP/PNG) do not fit the 64 MiB upload: carry a lossless WebP copy (about 40 MB, the same pixels and file order) in
+a git-ignored folder. The sixteenth session ran this with a 240 s deadline, seeds 82/83/84: about 300 ms per step
+with three runs sharing one H100, the GPU 100 % busy.
+
 The eighth session's x3 run was an earlier form of this: ``--degrade patch`` (the only mode then), seed 23,
 and ``torch.backends.cudnn.benchmark`` on (which this leaves off).
 """
