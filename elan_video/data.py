@@ -132,9 +132,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8: H x W for grayscale files, H x W x 3 RGB otherwise."""
     from PIL import Image, UnidentifiedImageError
 
-    from .heif import HEIF_SUFFIXES, pillow_reads_heif
+    from .heif import is_heif, pillow_reads_heif
 
-    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+    if is_heif(path):
         pillow_reads_heif()
     try:
         with Image.open(path) as im:

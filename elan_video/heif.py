@@ -4,12 +4,18 @@ image needs Pillow alone: FFmpeg sees only one tile of a HEIF picture, so pillow
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["HEIF_SUFFIXES", "pillow_reads_heif"]
+__all__ = ["HEIF_SUFFIXES", "is_heif", "pillow_reads_heif"]
 
 HEIF_SUFFIXES = (".heic", ".heif")
+
+
+def is_heif(path: str | Path) -> bool:
+    """True when the file name has a HEIC/HEIF suffix."""
+    return Path(path).suffix.lower() in HEIF_SUFFIXES
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import numpy as np
 
 from .animation import write_animation
 from .errors import InputError, OptionError, WarnCallback, default_warn
-from .heif import HEIF_SUFFIXES, pillow_reads_heif
+from .heif import HEIF_SUFFIXES, is_heif, pillow_reads_heif
 from .video.pixels import has_alpha, luma
 from .video.probe import check_source, first_frame_alpha, main_video, open_input
 from .video.reader import DecodedFrame, VideoReader
@@ -60,10 +60,6 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _is_heif(path: Path) -> bool:
-    return path.suffix.lower() in HEIF_SUFFIXES
-
-
 def _decode_heif(path: Path) -> np.ndarray:
     """H x W x 3 (RGB) or x 4 (RGBA) uint8 of a HEIF file's primary picture, already upright: libheif applies
     the file's rotation and mirroring, and reports the EXIF orientation as 1."""
@@ -87,7 +83,7 @@ def read_image(path: str | Path) -> np.ndarray:
     The picture comes upright: an EXIF orientation (a phone's portrait JPEG) is applied to the pixels, and
     :func:`read_photo_tags` reports the orientation as 1 for the image written from them.
     """
-    if _is_heif(Path(path)):
+    if is_heif(path):
         return np.ascontiguousarray(_decode_heif(Path(path))[..., :3])
     try:
         with VideoReader(path) as reader:
@@ -114,7 +110,7 @@ def read_alpha(path: str | Path) -> np.ndarray | None:
     """The alpha channel of a still image as H x W (uint8, or uint16 over 0..65535 where :func:`read_image`
     gives uint16), turned upright like it; None when the image has none or is fully opaque."""
     p = check_source(path)
-    if _is_heif(p):
+    if is_heif(p):
         picture = _decode_heif(p)
         opaque = picture.shape[2] == 3 or int(picture[..., 3].min()) == 255
         return None if opaque else np.ascontiguousarray(picture[..., 3])
@@ -158,7 +154,7 @@ def _photo_header(path: Path) -> tuple[int, PhotoTags, int]:
     cannot read it (FFmpeg decodes some files Pillow does not)."""
     from PIL import Image, UnidentifiedImageError
 
-    if _is_heif(path):
+    if is_heif(path):
         pillow_reads_heif()
     try:
         with warnings.catch_warnings():
