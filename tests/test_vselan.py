@@ -87,10 +87,14 @@ class CountingUpscaler(Upscaler):
             self._active += 1
             self.peak = max(self.peak, self._active)
         try:
+            self._started()
             return super().forward_tensor(x)
         finally:
             with self._count_lock:
                 self._active -= 1
+
+    def _started(self) -> None:
+        """Called in each inference once it is counted, before it runs."""
 
 
 # -- import ----------------------------------------------------------------------------------------
@@ -276,10 +280,26 @@ def test_concurrent_out_of_order_requests(core, num_streams):
         assert np.array_equal(planes(frame), results[n])
 
 
+class WaitingUpscaler(CountingUpscaler):
+    """Holds its first inference until a second one starts beside it (or 20 s pass), so that overlap is
+    certain where the filter allows it, however fast the tiny model runs on a loaded machine."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._company = threading.Event()
+
+    def _started(self) -> None:
+        with self._count_lock:
+            if self._active >= 2:
+                self._company.set()
+        if not self._company.wait(timeout=20):
+            self._company.set()  # waited once in vain: the rest run unheld
+
+
 def test_filter_runs_frames_concurrently(core):
     # One ModifyFrame node would run one selector at a time; the filter must let num_streams run together.
     core.num_threads = 4
-    upscaler = CountingUpscaler(tiny_elan(2), device="cpu", precision="fp32")
+    upscaler = WaitingUpscaler(tiny_elan(2), device="cpu", precision="fp32")
     src = core.resize.Point(rgb24_clip(core, images(16, seed=5)), format=vs.RGBS)
     out = elan(src, 2, model=upscaler, num_streams=3)
     for future in [out.get_frame_async(n) for n in range(16)]:
