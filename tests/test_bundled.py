@@ -19,7 +19,7 @@ from elan_video.metrics import psnr
 WEIGHTS = Path(ev.__file__).parent / "weights"
 # Set5 Y-PSNR the bundled weights must keep: README's measured values less 0.05 dB. The targets are
 # 37.0 / 33.0 / 30.7 (paper 38.17 / 34.61 / 32.43), so these floors also hold the weights to the targets.
-SET5_FLOOR_DB = {2: 37.42, 3: 33.80, 4: 31.56}
+SET5_FLOOR_DB = {2: 37.42, 3: 33.82, 4: 31.58}
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
