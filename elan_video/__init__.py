@@ -26,25 +26,25 @@ __all__ = [
 ]
 
 _HOMES = {
-    "ELAN": "arch",
+    "ELAN": "model.arch",
     "CheckpointError": "errors",
     "ElanVideoError": "errors",
     "InputError": "errors",
     "OptionError": "errors",
-    "load_model": "checkpoint",
-    "fuse": "fusion",
-    "Upscaler": "upscaler",
-    "upscale_image": "upscaler",
-    "upscale_video": "pipeline",
+    "load_model": "model.checkpoint",
+    "fuse": "model.fusion",
+    "Upscaler": "model.upscaler",
+    "upscale_image": "model.upscaler",
+    "upscale_video": "jobs.pipeline",
 }
 
 if TYPE_CHECKING:
-    from .arch import ELAN
-    from .checkpoint import load_model
     from .errors import CheckpointError, ElanVideoError, InputError, OptionError
-    from .fusion import fuse
-    from .pipeline import upscale_video
-    from .upscaler import Upscaler, upscale_image
+    from .jobs.pipeline import upscale_video
+    from .model.arch import ELAN
+    from .model.checkpoint import load_model
+    from .model.fusion import fuse
+    from .model.upscaler import Upscaler, upscale_image
 
 
 def __getattr__(name: str) -> Any:

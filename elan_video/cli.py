@@ -17,7 +17,7 @@ import click
 from .errors import ElanVideoError, OptionError
 
 if TYPE_CHECKING:
-    from .pipeline import VideoSummary
+    from .jobs.pipeline import VideoSummary
 
 __all__ = ["main"]
 
@@ -136,10 +136,10 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
     import warnings
 
     from .errors import VideoWarning
-    from .pipeline import upscale_video
+    from .jobs.pipeline import upscale_video
 
     if scale is None and options["model"] is not None:
-        from .checkpoint import load_model
+        from .model.checkpoint import load_model
 
         options["model"] = load_model(options["model"])  # loaded once, here, to learn its factor
         scale = options["model"].scale
@@ -210,7 +210,7 @@ class _Console:
 
 
 def _summary_line(summary: VideoSummary) -> str:
-    """One line on what :func:`~elan_video.pipeline.upscale_video` wrote."""
+    """One line on what :func:`~elan_video.jobs.pipeline.upscale_video` wrote."""
     w, h = summary.output_size
     if summary.codec:  # a video
         what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
@@ -232,9 +232,9 @@ def _upscale_folder(
     model for all. A file that fails is reported on one line (through ``say``) and the rest go on. Returns
     (done, failed)."""
     from .errors import InputError, OutputError
-    from .image import IMAGE_SUFFIXES, is_image_path
-    from .pipeline import check_image_options, upscale_video
-    from .upscaler import Upscaler
+    from .jobs.pipeline import check_image_options, upscale_video
+    from .media.image import IMAGE_SUFFIXES, is_image_path
+    from .model.upscaler import Upscaler
 
     images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
     if not images:
@@ -312,13 +312,13 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], vid
     """Measure ms per frame, fps and achieved GFLOP/s against this machine's matmul peak."""
     import json
 
-    from .bench import format_table, run_frame_bench
+    from .bench.frame import format_table, run_frame_bench
 
     result = run_frame_bench(
         size=_size(size), precisions=precisions or ("auto",), backends=backends or ("eager",), **options
     )
     if video:
-        from .bench_video import run_video_bench
+        from .bench.video import run_video_bench
 
         result["video"] = run_video_bench(
             options["model"],
@@ -353,7 +353,7 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
     """Y-channel PSNR/SSIM on a benchmark folder (HR/ and optional LR_bicubic/XS/), border shaved by S."""
     import json
 
-    from .evaluate import evaluate
+    from .training.evaluate import evaluate
 
     result = evaluate(model, data_dir, scale=scale, device=device)
     if as_json:
@@ -418,7 +418,7 @@ def train_command(
     import torch
     from tqdm import tqdm
 
-    from .train import train
+    from .training.train import train
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -466,7 +466,7 @@ def export_command(checkpoint: str, destination: str, overwrite: bool) -> None:
     """Write the weights in CHECKPOINT (a training checkpoint's EMA, or any loadable file) as .safetensors."""
     from pathlib import Path
 
-    from .checkpoint import load_model, save_safetensors
+    from .model.checkpoint import load_model, save_safetensors
 
     target = Path(destination)
     if target.suffix != ".safetensors":

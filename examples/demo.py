@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import elan_video as ev
-from elan_video.video import read_frames
+from elan_video.media.video import read_frames
 
 WIDTH, HEIGHT, RATE, STEP = 320, 180, 24, 5  # pixels the window moves per frame
 

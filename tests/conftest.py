@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from elan_video.arch import ELAN
+from elan_video.model.arch import ELAN
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ELAN_VIDEO_SHARED", REPO.parent / "shared"))

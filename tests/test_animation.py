@@ -11,11 +11,11 @@ from conftest import tiny_elan
 from PIL import Image
 from video_clips import pattern, video_frames
 
-from elan_video.animation import read_animation, write_animation
 from elan_video.errors import OptionError
-from elan_video.pipeline import upscale_video
-from elan_video.upscaler import Upscaler
-from elan_video.video import VideoWarning, probe
+from elan_video.jobs.pipeline import upscale_video
+from elan_video.media.animation import read_animation, write_animation
+from elan_video.media.video import VideoWarning, probe
+from elan_video.model.upscaler import Upscaler
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_elan
 
 import elan_video as ev
-from elan_video.arch import pad_to_multiple
+from elan_video.model.arch import pad_to_multiple
 
 
 def test_reproduces_the_authors_output(reference_fixture: dict) -> None:

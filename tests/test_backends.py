@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_elan
 
 import elan_video as ev
-from elan_video.backends import build_backend, parse_device, precision_candidates
 from elan_video.errors import MissingDependencyError
+from elan_video.model.backends import build_backend, parse_device, precision_candidates
 
 CPU = torch.device("cpu")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import tiny_elan
 
-from elan_video.bench import count_flops, format_table, run_frame_bench
-from elan_video.checkpoint import save_safetensors
+from elan_video.bench.frame import count_flops, format_table, run_frame_bench
 from elan_video.cli import main
+from elan_video.model.checkpoint import save_safetensors
 
 
 def test_flop_count_scales_with_pixels() -> None:

@@ -13,8 +13,8 @@ from safetensors import safe_open
 
 import elan_video as ev
 from elan_video.cli import main
-from elan_video.evaluate import evaluate
-from elan_video.metrics import psnr
+from elan_video.training.evaluate import evaluate
+from elan_video.training.metrics import psnr
 
 WEIGHTS = Path(ev.__file__).parent / "weights"
 # Set5 Y-PSNR the bundled weights must keep: README's measured values less 0.05 dB. The targets are

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_elan
 
 import elan_video as ev
-from elan_video.checkpoint import infer_config, save_safetensors
+from elan_video.model.checkpoint import infer_config, save_safetensors
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,11 @@ from click.testing import CliRunner
 from conftest import REPO, shared_path
 from video_clips import make_audio_only, make_clip, make_interlaced_clip, pattern, tiny_checkpoint, video_frames
 
-from elan_video.checkpoint import load_model
 from elan_video.cli import main
-from elan_video.image import read_image
-from elan_video.upscaler import psnr, upscale_image
-from elan_video.video import VideoReader
+from elan_video.media.image import read_image
+from elan_video.media.video import VideoReader
+from elan_video.model.checkpoint import load_model
+from elan_video.model.upscaler import psnr, upscale_image
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
 # The installed script where there is one (CI's venv); from a source tree, the same CLI as a module.
@@ -201,7 +201,7 @@ def test_the_models_own_factor_is_used_and_outscale_sets_the_final_size(tmp_path
 def test_still_image_in_image_out(tmp_path: Path) -> None:
     from video_clips import pattern
 
-    from elan_video.image import read_image, write_image
+    from elan_video.media.image import read_image, write_image
 
     write_image(tmp_path / "in.png", pattern(0, 24, 16))
     code, _, err = run(tmp_path / "in.png", tmp_path / "out.png", *fast(tmp_path))

@@ -12,9 +12,9 @@ import torch
 from click.testing import CliRunner
 from conftest import shared_path, tiny_elan
 
-from elan_video.checkpoint import load_model, save_safetensors
 from elan_video.cli import main
-from elan_video.evaluate import benchmark_pairs
+from elan_video.model.checkpoint import load_model, save_safetensors
+from elan_video.training.evaluate import benchmark_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,7 +72,7 @@ def test_train_command_stops_resumes_and_exports_elan_light(tmp_path: Path) -> N
 
 def test_train_help_states_the_trainers_default_lr() -> None:
     # The help text spells the default out so that `--help` need not import torch; this keeps the two equal.
-    from elan_video.train import DEFAULT_LR
+    from elan_video.training.train import DEFAULT_LR
 
     result = CliRunner().invoke(main, ["train", "--help"])
     assert result.exit_code == 0

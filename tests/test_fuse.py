@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from conftest import tiny_elan
 
 import elan_video as ev
-from elan_video.arch import shift_kernel
-from elan_video.fusion import shift_nhwc, window_index
-from elan_video.upscaler import psnr
+from elan_video.model.arch import shift_kernel
+from elan_video.model.fusion import shift_nhwc, window_index
+from elan_video.model.upscaler import psnr
 
 
 def test_fused_matches_the_authors_output(reference_fixture: dict) -> None:

@@ -9,8 +9,8 @@ import pytest
 from video_clips import pattern
 
 from elan_video.errors import OptionError
-from elan_video.image import PhotoTags, read_alpha, read_image, read_photo_tags, write_image
-from elan_video.upscaler import psnr
+from elan_video.media.image import PhotoTags, read_alpha, read_image, read_photo_tags, write_image
+from elan_video.model.upscaler import psnr
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -273,7 +273,7 @@ def test_a_phone_heic_photo_comes_upright_with_its_alpha(tmp_path: Path) -> None
     """A HEIC's rotation lives in its irot box: libheif applies it, and the EXIF then says 1 (no second turn)."""
     from PIL import Image
 
-    from elan_video.image import frame_count
+    from elan_video.media.image import frame_count
 
     read_photo_tags(tmp_path / "none.heic")  # registers pillow-heif's opener with Pillow, as any HEIC read does
     rgba = _rgba()

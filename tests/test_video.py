@@ -1,4 +1,4 @@
-"""elan_video.video on the real clips in ../shared/data/video and small synthetic ones: decoding, timing, colour,
+"""elan_video.media.video on the real clips in ../shared/data/video and small synthetic ones: decoding, timing, colour,
 encoding."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from conftest import shared_path
 from video_clips import combing, make_clip, make_interlaced_clip, video_frames
 
 from elan_video.errors import InputError, OptionError
-from elan_video.upscaler import psnr
-from elan_video.video import (
+from elan_video.media.video import (
     EncoderPlan,
     VideoReader,
     VideoWarning,
@@ -27,6 +26,7 @@ from elan_video.video import (
     probe,
     read_frames,
 )
+from elan_video.model.upscaler import psnr
 
 # name: (width, height, decoded frames, bit depth)
 REAL_CLIPS = {
@@ -241,7 +241,7 @@ def test_codec_the_container_cannot_hold_is_refused() -> None:
 
 _NOISE_THROUGH_X265 = """
 import sys, numpy as np
-from elan_video.video import VideoWriter, plan_encoder, probe
+from elan_video.media.video import VideoWriter, plan_encoder, probe
 plan = plan_encoder(sys.argv[2], probe(sys.argv[1]), scale=2, codec="libx265")
 rng = np.random.default_rng(0)
 with VideoWriter(sys.argv[2], plan) as writer:

@@ -19,8 +19,8 @@ import vapoursynth as vs
 from conftest import REPO, kernel_offers_huge_pages, tiny_elan
 from vselan import default_precision, elan
 
-from elan_video.checkpoint import save_safetensors
-from elan_video.upscaler import Upscaler, psnr, upscale_image
+from elan_video.model.checkpoint import save_safetensors
+from elan_video.model.upscaler import Upscaler, psnr, upscale_image
 
 W, H = 32, 24
 VSPIPE = Path(sys.executable).with_name("vspipe")
@@ -99,7 +99,7 @@ class CountingUpscaler(Upscaler):
 
 # -- import ----------------------------------------------------------------------------------------
 def test_import_loads_no_model_and_no_torch():
-    code = "import sys, vselan; print('torch' in sys.modules, 'elan_video.upscaler' in sys.modules)"
+    code = "import sys, vselan; print('torch' in sys.modules, 'elan_video.model.upscaler' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
 

@@ -10,7 +10,7 @@ import av
 import numpy as np
 from conftest import tiny_elan
 
-from elan_video.checkpoint import save_safetensors
+from elan_video.model.checkpoint import save_safetensors
 
 SRT = """1
 00:00:00,000 --> 00:00:00,200

@@ -23,10 +23,10 @@ STEPS=" ${*:-memory tests bench} "
 EV=(python3 -m elan_video)
 if [[ $STEPS == *" memory "* ]]; then
 # Peak CUDA memory per input pixel and feature channel of one call, whole frame and tiled, against what
-# elan_video.memory.bytes_per_pixel_channel assumes when it decides to tile.
+# elan_video.model.memory.bytes_per_pixel_channel assumes when it decides to tile.
 timeout 90 python3 - <<'PY' 2>&1 | tee "$OUT/memory.txt"
 import numpy as np, torch, elan_video as ev
-from elan_video.memory import bytes_per_pixel_channel
+from elan_video.model.memory import bytes_per_pixel_channel
 for precision in ("fp32", "bf16"):
     for (h, w), tile in (((1080, 1920), None), ((2160, 3840), 512)):
         up = ev.Upscaler("elan-light-x2", device="cuda", precision=precision, max_memory=1 << 45, tile=tile)

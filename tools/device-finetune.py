@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from elan_video.train import StepInfo, train
+from elan_video.training.train import StepInfo, train
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from elan_video.allocator import use_huge_pages
 from elan_video.errors import ElanVideoError, MissingDependencyError
+from elan_video.model.allocator import use_huge_pages
 
 try:
     import vapoursynth as vs
@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - vapoursynth is a dependency of the fil
 if TYPE_CHECKING:
     import torch
 
-    from elan_video.arch import ELAN
-    from elan_video.upscaler import Upscaler
+    from elan_video.model.arch import ELAN
+    from elan_video.model.upscaler import Upscaler
 
 __all__ = ["CONVERT_HINT", "default_precision", "elan"]
 
@@ -230,9 +230,9 @@ def _build_upscaler(
     half: bool,
 ) -> Upscaler:
     """The one Upscaler a filter instance uses (raises elan_video errors, which ``elan`` turns into vs.Error)."""
-    from elan_video.backends import parse_device
     from elan_video.errors import OptionError
-    from elan_video.upscaler import Upscaler
+    from elan_video.model.backends import parse_device
+    from elan_video.model.upscaler import Upscaler
 
     if isinstance(model, Upscaler):
         given = {"device": device, "precision": precision, "backend": backend, "tile": tile}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, OptionError
+from ..errors import InputError, OptionError
 
 __all__ = [
     "DEGRADATIONS",
@@ -132,7 +132,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8: H x W for grayscale files, H x W x 3 RGB otherwise."""
     from PIL import Image, UnidentifiedImageError
 
-    from .heif import is_heif, pillow_reads_heif
+    from ..media.heif import is_heif, pillow_reads_heif
 
     if is_heif(path):
         pillow_reads_heif()

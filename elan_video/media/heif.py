@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["HEIF_SUFFIXES", "is_heif", "pillow_reads_heif"]
 

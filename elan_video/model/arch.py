@@ -2,7 +2,7 @@
 
 This module is the reference definition: its state-dict keys equal the authors' and its forward pass
 performs the same operations in the same order (including the shift as a fixed depthwise 3x3
-convolution). Fast inference rewrites live in :mod:`elan_video.fusion`; this file stays faithful so that
+convolution). Fast inference rewrites live in :mod:`elan_video.model.fusion`; this file stays faithful so that
 checkpoints and training behave exactly like the published code.
 """
 

@@ -1,6 +1,6 @@
 """Exact inference rewrites of ELAN: BatchNorm folded, shifts as slicing, channels-last linear layers.
 
-The fused module computes the same function as :class:`elan_video.arch.ELAN` (up to float rounding):
+The fused module computes the same function as :class:`elan_video.model.arch.ELAN` (up to float rounding):
 
 * BatchNorm (eval statistics) is folded into the preceding 1x1 convolution;
 * the fixed depthwise "shift" convolution becomes five strided copies (the depthwise conv is the slowest

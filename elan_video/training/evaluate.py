@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import ELAN
+from ..errors import InputError, OptionError
+from ..model.arch import ELAN
 from .data import bicubic_downscale, bicubic_upscale, crop_to_multiple, list_images, read_image
-from .errors import InputError, OptionError
 from .metrics import psnr, ssim
 
 __all__ = ["BICUBIC", "EvalResult", "ImageScore", "benchmark_pairs", "evaluate"]
@@ -95,7 +95,7 @@ def _model_runner(model: ELAN | str | Path | None, *, scale: int, device: str | 
     """A function uint8 LR (H x W x 3 or H x W) -> uint8 SR of the same layout."""
     if isinstance(model, str) and model == BICUBIC:
         return lambda lr: bicubic_upscale(lr, scale)
-    from .upscaler import Upscaler
+    from ..model.upscaler import Upscaler
 
     # Benchmarks are scored in fp32: reduced precisions are an inference speed option, not the model.
     up = Upscaler(model, scale=scale, device=device, precision="fp32")

@@ -11,12 +11,12 @@ import av
 import numpy as np
 import torch
 
-from .arch import ELAN
-from .errors import OptionError
-from .pipeline import make_upscaler, upscale_video
-from .streaming import default_cpu_threads
-from .upscaler import Upscaler
-from .video import DecodedFrame, EncoderPlan, VideoInfo, VideoReader, VideoWriter, plan_encoder
+from ..errors import OptionError
+from ..jobs.pipeline import make_upscaler, upscale_video
+from ..jobs.streaming import default_cpu_threads
+from ..media.video import DecodedFrame, EncoderPlan, VideoInfo, VideoReader, VideoWriter, plan_encoder
+from ..model.arch import ELAN
+from ..model.upscaler import Upscaler
 
 __all__ = ["run_video_bench"]
 
@@ -106,7 +106,7 @@ def run_video_bench(
     encode_fps: RGB->YUV conversion + ``codec`` encoding + muxing of the upscaled frames;
     total_fps: ``upscale_video`` end to end, where the three stages overlap in threads.
     Everything is wall-clock frames per second. ``model`` and the other options are those of
-    :func:`~elan_video.pipeline.upscale_video`. Returns those four numbers plus the run's parameters
+    :func:`~elan_video.jobs.pipeline.upscale_video`. Returns those four numbers plus the run's parameters
     (frames, width, height, out_width, out_height, device, precision, codec, cpu_threads).
     """
     width, height = size

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 # Peak bytes per input pixel per feature channel of one network call on a CPU. Measured for ELAN-light
-# (60 channels) with freed memory kept for reuse (elan_video.allocator): 3.6 KB per pixel for a whole
+# (60 channels) with freed memory kept for reuse (elan_video.model.allocator): 3.6 KB per pixel for a whole
 # 1280x720 frame, 4.7 KB per tile pixel when it is cut in 448-pixel tiles (the blended output and the
 # heap's slack weigh more on small calls), so 80.
 BYTES_PER_PIXEL_CHANNEL = 80

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import av.error
 
-from ..errors import OptionError
+from ...errors import OptionError
 from .pixels import RANGE_FULL, ColourTags, format_facts, has_alpha, is_grey
 from .probe import VideoInfo
 

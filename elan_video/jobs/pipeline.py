@@ -1,5 +1,5 @@
 """The job behind ``elan-video IN OUT``: options and destination checked before any work, then a still image,
-an animation or a video upscaled (videos through :mod:`elan_video.streaming`'s overlapped stages). The output is
+an animation or a video upscaled (videos through :mod:`elan_video.jobs.streaming`'s overlapped stages). The output is
 written to a hidden temporary file beside the destination and renamed into place only when complete; an error or
 Ctrl-C removes it.
 """
@@ -22,10 +22,9 @@ import av
 import numpy as np
 import torch
 
-from .animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
-from .arch import ELAN
-from .errors import InputError, OptionError, OutputError, VideoWarning
-from .image import (
+from ..errors import InputError, OptionError, OutputError, VideoWarning
+from ..media.animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
+from ..media.image import (
     ALPHA_SUFFIXES,
     frame_count,
     is_image_path,
@@ -35,13 +34,14 @@ from .image import (
     resize,
     write_image,
 )
+from ..media.video.encoding import EncoderPlan, check_outscale, plan_encoder
+from ..media.video.pixels import format_facts
+from ..media.video.probe import check_source
+from ..media.video.reader import VideoReader
+from ..media.video.writer import VideoWriter
+from ..model.arch import ELAN
+from ..model.upscaler import Upscaler
 from .streaming import as_grey_picture, grey_channel, run_stream
-from .upscaler import Upscaler
-from .video.encoding import EncoderPlan, check_outscale, plan_encoder
-from .video.pixels import format_facts
-from .video.probe import check_source
-from .video.reader import VideoReader
-from .video.writer import VideoWriter
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
@@ -267,7 +267,7 @@ def upscale_video(
     range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
     (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG,
     WebP or AVIF written to .gif, .png, .webp or .avif has every picture upscaled, with its timing (see
-    :mod:`elan_video.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
+    :mod:`elan_video.media.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
     only), every picture at its timestamp, through FFmpeg.
 
     model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
 from .arch import ELAN
-from .errors import CheckpointError
 
 __all__ = ["BUNDLED", "infer_config", "load_model", "save_safetensors"]
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .arch import ELAN
-from .backends import parse_device, to_dtype
-from .checkpoint import load_model
-from .errors import CheckpointError
-from .upscaler import Upscaler, psnr
+from ..errors import CheckpointError
+from ..model.arch import ELAN
+from ..model.backends import parse_device, to_dtype
+from ..model.checkpoint import load_model
+from ..model.upscaler import Upscaler, psnr
 
 __all__ = ["BenchRow", "count_flops", "measure_peak", "run_frame_bench"]
 
@@ -121,7 +121,7 @@ def run_frame_bench(
     """Time ``upscale_image`` on one (width, height) = ``size`` RGB frame for each backend x precision.
 
     The reference row is timed first, before any Upscaler exists, so it runs with the process's default
-    memory allocator like the authors' code as published (see :mod:`elan_video.allocator`).
+    memory allocator like the authors' code as published (see :mod:`elan_video.model.allocator`).
 
     Returns a dict with the machine (device, threads, fp32 peak GFLOP/s), the model, the frame's FLOPs
     and ``rows`` (one :class:`BenchRow` dict each; ``peak_fraction`` is against the matmul peak

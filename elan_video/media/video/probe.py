@@ -14,7 +14,7 @@ import av
 import av.error
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 from .pixels import ColourTags, alpha_plane, format_facts, has_alpha
 
 __all__ = [

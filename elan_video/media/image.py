@@ -1,9 +1,9 @@
 """Still-image I/O: decoding with PyAV/FFmpeg to upright RGB arrays, alpha, ICC profile and EXIF, and writing.
 
 Pictures cross this module's boundary as H x W x 3 RGB (or H x W x 4 RGBA) numpy arrays, uint8 or uint16 over the
-full 0..65535 range, like video frames in :mod:`elan_video.video`. Decoding goes through FFmpeg (16-bit PNG and TIFF
-stay 16-bit), HEIC/HEIF through pillow-heif; Pillow reads the header (EXIF orientation, ICC profile) and writes the
-8-bit formats.
+full 0..65535 range, like video frames in :mod:`elan_video.media.video`. Decoding goes through FFmpeg (16-bit PNG
+and TIFF stay 16-bit), HEIC/HEIF through pillow-heif; Pillow reads the header (EXIF orientation, ICC profile) and
+writes the 8-bit formats.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import av
 import av.error
 import numpy as np
 
+from ..errors import InputError, OptionError, WarnCallback, default_warn
 from .animation import write_animation
-from .errors import InputError, OptionError, WarnCallback, default_warn
 from .heif import HEIF_SUFFIXES, is_heif, pillow_reads_heif
 from .video.pixels import has_alpha, luma
 from .video.probe import check_source, first_frame_alpha, main_video, open_input
@@ -211,7 +211,7 @@ def write_image(
     """Write H x W x 3 RGB (or H x W x 4 RGBA) uint8/uint16 to ``path`` in the format its suffix names.
 
     uint16 is kept in PNG and TIFF; other formats get 8 bits (rounded). Alpha is kept where the format has it
-    (:data:`ALPHA_SUFFIXES`; GIF's is one bit, see :func:`elan_video.animation.write_animation`) and dropped
+    (:data:`ALPHA_SUFFIXES`; GIF's is one bit, see :func:`elan_video.media.animation.write_animation`) and dropped
     with a warning elsewhere. ``tags`` (from :func:`read_photo_tags`) are written where the format holds them,
     the EXIF pixel dimensions set to this image's; ``warn`` hears what could not be (an ICC profile in BMP or
     GIF, any tag in 16-bit TIFF).

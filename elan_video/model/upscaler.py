@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError, OptionError
 from .allocator import reuse_freed_memory
 from .arch import ELAN
 from .backends import BACKENDS, PRECISIONS, Forward, build_backend, parse_device, precision_candidates
 from .checkpoint import load_model
-from .errors import InputError, OptionError
 from .memory import auto_tile, free_memory, tiling_bytes
 
 __all__ = ["MIN_PSNR_DB", "Upscaler", "psnr", "upscale_image"]
@@ -72,11 +72,11 @@ class Upscaler:
     pixels, or None for whole frames where they fit in memory (see max_memory); tile_overlap: overlap
     between tiles in input pixels, blended linearly. batch: how many tiles or frames go through the network
     together. max_memory: bytes one network call may take when ``tile`` is None; a frame size whose estimate
-    (:func:`elan_video.memory.frame_bytes`) exceeds it is tiled with the largest tile that fits, decided once
+    (:func:`elan_video.model.memory.frame_bytes`) exceeds it is tiled with the largest tile that fits, decided once
     per frame size. None: half the device's free memory when that frame size is first seen.
 
     On a CPU device the first Upscaler of a process tunes glibc malloc to keep freed memory for reuse
-    (:func:`elan_video.allocator.reuse_freed_memory`): a quarter of CPU inference time at 320x180, 40 % at
+    (:func:`elan_video.model.allocator.reuse_freed_memory`): a quarter of CPU inference time at 320x180, 40 % at
     1280x720, otherwise goes to page faults on freshly mapped activations.
     """
 

@@ -12,7 +12,7 @@ import av
 import av.error
 import numpy as np
 
-from ..errors import OptionError, WarnCallback, default_warn
+from ...errors import OptionError, WarnCallback, default_warn
 from .pixels import alpha_plane
 from .probe import alpha_decoder, check_source, is_cover, open_input, video_info
 

@@ -1,6 +1,6 @@
 """Train ELAN on random HR crops with the MATLAB bicubic degradation; exact resume; safetensors export.
 
-One step: draw ``batch`` random (LR, HR) patches (:class:`elan_video.data.PatchSampler`), L1 loss on the
+One step: draw ``batch`` random (LR, HR) patches (:class:`elan_video.training.data.PatchSampler`), L1 loss on the
 0..255 scale, Adam, learning rate from a cosine or step schedule (with linear warm-up), then an update of
 the exponential moving average (EMA) of the weights. BatchNorm layers train in train mode (batch
 statistics, running statistics updated); the EMA model copies the running statistics, and it is the EMA
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import ELAN, SHIFT_GROUPS, pad_to_multiple
-from .checkpoint import load_model, save_safetensors
+from ..errors import CheckpointError, OptionError
+from ..model.arch import ELAN, SHIFT_GROUPS, pad_to_multiple
+from ..model.checkpoint import load_model, save_safetensors
 from .data import PatchSampler
-from .errors import CheckpointError, OptionError
 
 __all__ = ["SCHEDULES", "StepInfo", "TrainingForward", "export_checkpoint", "load_checkpoint", "train"]
 
@@ -273,7 +273,7 @@ def train(
     for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
     batch, patch: samples per step and LR patch side in pixels (HR side patch * scale). degrade: "patch"
     (bicubic of each HR crop) or "image" (crops of each whole image's bicubic; no resize per step, see
-    :class:`elan_video.data.PatchSampler`).
+    :class:`elan_video.training.data.PatchSampler`).
     lr: Adam's base learning rate (default 5e-4; on resume, the stored run's unless given, so a resumed
     run can be given a new base rate, schedule or milestones from its current step on).
     schedule: "cosine" (to 0 at ``steps``) or "step" (x ``gamma`` at each of ``milestones``), after

@@ -5,7 +5,7 @@ full 0..65535 range for sources deeper than 8 bits. The YUV<->RGB conversion use
 range (guessed from the frame size when untagged, the way players do), and the same tags are written to the output,
 so colours survive the round trip. Timestamps are kept per frame: nothing assumes a constant frame rate. The
 picture's geometry survives too: the sample aspect ratio and display matrix (a phone's rotation) are written to
-the output. Still images are :mod:`elan_video.image`'s.
+the output. Still images are :mod:`elan_video.media.image`'s.
 
 Modules: :mod:`.probe` (what a file holds), :mod:`.reader` (decoding), :mod:`.encoding` (choosing the encoder),
 :mod:`.writer` (encoding and muxing), :mod:`.pixels` (colour tags and pixel formats).
@@ -13,7 +13,7 @@ Modules: :mod:`.probe` (what a file holds), :mod:`.reader` (decoding), :mod:`.en
 
 from __future__ import annotations
 
-from ..errors import OutputError, VideoWarning
+from ...errors import OutputError, VideoWarning
 from .encoding import EncoderPlan, plan_encoder
 from .pixels import ColourTags, luma
 from .probe import VideoInfo, check_source, probe

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OptionError, WarnCallback, default_warn
+from ..errors import InputError, OptionError, WarnCallback, default_warn
 
 __all__ = ["ANIMATION_SUFFIXES", "Animation", "read_animation", "write_animation"]
 

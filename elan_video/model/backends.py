@@ -1,8 +1,8 @@
 """Execution backends (eager | torchscript | compile | tensorrt) and precision selection.
 
-A backend turns an :class:`~elan_video.arch.ELAN` into a callable ``f(x) -> y`` with the network's
+A backend turns an :class:`~elan_video.model.arch.ELAN` into a callable ``f(x) -> y`` with the network's
 forward contract (float32 N x 3 x H x W in 0..255 on ``device`` -> N x 3 x sH x sW float32), running the
-BatchNorm-folded :class:`~elan_video.fusion.FusedELAN` at the requested compute dtype.
+BatchNorm-folded :class:`~elan_video.model.fusion.FusedELAN` at the requested compute dtype.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import MissingDependencyError, OptionError
 from .arch import ELAN
-from .errors import MissingDependencyError, OptionError
 from .fusion import fuse
 
 __all__ = [

@@ -20,9 +20,9 @@ import av
 import numpy as np
 import torch
 
-from .upscaler import Upscaler
-from .video.reader import DecodedFrame, VideoReader
-from .video.writer import VideoWriter
+from ..media.video.reader import DecodedFrame, VideoReader
+from ..media.video.writer import VideoWriter
+from ..model.upscaler import Upscaler
 
 if TYPE_CHECKING:
     from .pipeline import ProgressCallback

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["psnr", "rgb_to_y", "ssim", "to_luma"]
 

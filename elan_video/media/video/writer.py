@@ -14,7 +14,7 @@ import av
 import av.error
 import numpy as np
 
-from ..errors import OutputError, WarnCallback, default_warn
+from ...errors import OutputError, WarnCallback, default_warn
 from .encoding import MPEG12_CODECS, EncoderPlan, muxer_takes
 from .pixels import SPC_RGB, SPC_UNSPECIFIED, luma
 from .probe import is_cover, is_text_subtitle, stream_display_matrix, stream_sar
