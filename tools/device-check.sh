@@ -4,7 +4,6 @@
 # The lent machines have PyTorch but not PyAV. Carry its wheel in an ignored .whl/ folder, made here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 pillow==13.0.0 pillow-heif==1.8.1
-# The tree that travels is limited to 64 MiB: move training/*.pt (30 MB, not needed there) aside for the call.
 # Logs go to $OUT (the device tool sets it; default out/device). Each step has its own time limit, so one
 # that hangs costs its limit, not the loan: memory ~20 s, tests ~150 s, bench ~200 s on an H100 (2026-11-26).
 set -u
