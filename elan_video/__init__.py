@@ -17,6 +17,7 @@ __all__ = [
     "ElanVideoError",
     "InputError",
     "OptionError",
+    "UpscaleOptions",
     "Upscaler",
     "__version__",
     "fuse",
@@ -33,6 +34,7 @@ _HOMES = {
     "OptionError": "errors",
     "load_model": "model.checkpoint",
     "fuse": "model.fusion",
+    "UpscaleOptions": "model.options",
     "Upscaler": "model.upscaler",
     "upscale_image": "model.upscaler",
     "upscale_video": "jobs.pipeline",
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from .model.arch import ELAN
     from .model.checkpoint import load_model
     from .model.fusion import fuse
+    from .model.options import UpscaleOptions
     from .model.upscaler import Upscaler, upscale_image
 
 

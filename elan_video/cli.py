@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import ElanVideoError, OptionError
+from .model.options import BACKENDS, NAMES, PRECISIONS, SCALES, UpscaleOptions
 
 if TYPE_CHECKING:
     from .jobs.pipeline import VideoSummary
 
 __all__ = ["main"]
-
-_MODEL_OPTIONS = ("model", "device", "precision", "backend", "tile", "tile_overlap", "batch")
 
 
 class _DefaultGroup(click.Group):
@@ -50,36 +50,42 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# One definition for upscale (through model_options) and bench.
-_tile_option = click.option(
-    "--tile",
-    type=int,
-    default=None,
-    help="Tile side in input pixels (default: whole frames where they fit in half the free memory).",
-)
+_CLICK_TYPES: dict[str, Any] = {
+    "scale": click.IntRange(min(SCALES), max(SCALES)),
+    "precision": click.Choice(PRECISIONS),
+    "backend": click.Choice(BACKENDS),
+    "tile": int,
+    "tile_overlap": int,
+    "batch": int,
+}
+
+
+def model_option(name: str, *, multiple: bool = False, **overrides: Any) -> Callable[[Any], Any]:
+    """The click option of the :class:`UpscaleOptions` field ``name`` (``--tile-overlap`` for tile_overlap), with
+    its default and help from the field. ``multiple``: repeatable, collected as a tuple under ``name + "s"``
+    (empty when not given)."""
+    spec = next(f for f in fields(UpscaleOptions) if f.name == name)
+    kwargs: dict[str, Any] = {"type": _CLICK_TYPES.get(name), "help": spec.metadata["help"]}
+    if multiple:
+        kwargs |= {"multiple": True, "help": f"{kwargs['help']} Repeat to compare [default: {spec.default}]."}
+        dest = name + "s"
+    else:
+        kwargs |= {"default": spec.default, "show_default": spec.default is not None}
+        dest = name
+    return click.option("--" + name.replace("_", "-"), dest, **(kwargs | overrides))
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that runs the network."""
-    options = [
-        click.option("--model", default=None, help="Bundled name (elan-light-x2|x3|x4) or checkpoint path."),
-        click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)."),
-        click.option(
-            "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
-        ),
-        click.option(
-            "--backend",
-            type=click.Choice(["eager", "torchscript", "compile", "tensorrt"]),
-            default="eager",
-            show_default=True,
-        ),
-        _tile_option,
-        click.option("--tile-overlap", type=int, default=32, show_default=True),
-        click.option("--batch", type=int, default=1, show_default=True, help="Frames or tiles per network call."),
-    ]
-    for option in reversed(options):
-        func = option(func)
+    """Every :class:`UpscaleOptions` field the command line offers, as options of the command."""
+    for spec in reversed(fields(UpscaleOptions)):
+        if spec.metadata.get("cli", True):
+            func = model_option(spec.name)(func)
     return func
+
+
+def _take_options(values: dict[str, Any]) -> UpscaleOptions:
+    """Remove the :class:`UpscaleOptions` fields from a command's ``values`` and build the options from them."""
+    return UpscaleOptions.of(**{name: values.pop(name) for name in NAMES if name in values})
 
 
 @click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,16 +106,11 @@ def main() -> None:
 @click.argument("source", type=click.Path(path_type=str))
 @click.argument("destination", type=click.Path(path_type=str))
 @click.option(
-    "--scale",
-    type=click.IntRange(2, 4),
-    default=None,
-    help="The network's factor [default: the --model's; else 2, or the smallest of 2, 3, 4 at least --outscale].",
-)
-@click.option(
     "--outscale",
     type=click.FloatRange(0, 8, min_open=True),
     default=None,
-    help="Final size as a multiple of the source's (e.g. 1.5 for 720p -> 1080p): Lanczos after the network.",
+    help="Final size as a multiple of the source's (e.g. 1.5 for 720p -> 1080p): Lanczos after the network "
+    "[without --scale, the network's factor is the smallest of 2, 3, 4 at least this].",
 )
 @model_options
 @click.option("--codec", default=None, help="Video encoder (default per container: libx264, libx265, libvpx-vp9...).")
@@ -126,7 +127,7 @@ def main() -> None:
 @click.option("--overwrite", "-y", is_flag=True, help="Replace DESTINATION if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
 @_fails_cleanly
-def upscale(source: str, destination: str, scale: int | None, quiet: bool, **options: Any) -> None:
+def upscale(source: str, destination: str, quiet: bool, **values: Any) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
     A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
@@ -136,22 +137,19 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
     import warnings
 
     from .errors import VideoWarning
+    from .jobs.folder import upscale_folder
     from .jobs.pipeline import upscale_video
 
-    if scale is None and options["model"] is not None:
-        from .model.checkpoint import load_model
-
-        options["model"] = load_model(options["model"])  # loaded once, here, to learn its factor
-        scale = options["model"].scale
-    elif scale is None:
-        outscale = options["outscale"]
-        scale = 2 if outscale is None else next((s for s in (2, 3, 4) if s >= outscale), 4)
+    options = _take_options(values)
     folder = Path(source).is_dir()
     console = _Console(unit="image" if folder else "frame")
     progress = None if quiet else console.progress
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # same clean-up as Ctrl-C: the temporary output is removed
+
+    def failed_file(path: Path, exc: ElanVideoError) -> None:
+        console.say(f"elan-video: error: {exc}")
 
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
@@ -160,21 +158,21 @@ def upscale(source: str, destination: str, scale: int | None, quiet: bool, **opt
         warnings.showwarning = console.show
         try:
             if folder:
-                done, failed = _upscale_folder(
-                    Path(source), Path(destination), scale=scale, progress=progress, say=console.say, **options
+                result = upscale_folder(
+                    Path(source), Path(destination), options=options, progress=progress, on_error=failed_file, **values
                 )
             else:
-                summary = upscale_video(source, destination, scale=scale, progress=progress, **options)
+                summary = upscale_video(source, destination, options=options, progress=progress, **values)
         finally:
             console.close()
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
     if folder:
         if not quiet:
-            failures = f", {failed} failed" if failed else ""
-            factor = options["outscale"] or scale
-            click.echo(f"{destination}: {done} images upscaled x{factor:g}{failures}", err=True)
-        if failed:
+            failures = f", {result.failed} failed" if result.failed else ""
+            factor = values["outscale"] or result.scale
+            click.echo(f"{destination}: {result.done} images upscaled x{factor:g}{failures}", err=True)
+        if result.failed:
             sys.exit(1)
     elif not quiet:
         click.echo(_summary_line(summary), err=True)
@@ -219,57 +217,6 @@ def _summary_line(summary: VideoSummary) -> str:
     return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s"
 
 
-def _upscale_folder(
-    source: Path,
-    destination: Path,
-    *,
-    scale: int,
-    progress: Callable[[int, int], None] | None,
-    say: Callable[[str], None],
-    **options: Any,
-) -> tuple[int, int]:
-    """Upscale every image file directly in ``source`` into ``destination`` under the same names, with one
-    model for all. A file that fails is reported on one line (through ``say``) and the rest go on. Returns
-    (done, failed)."""
-    from .errors import InputError, OutputError
-    from .jobs.pipeline import check_image_options, upscale_video
-    from .media.image import IMAGE_SUFFIXES, is_image_path
-    from .model.upscaler import Upscaler
-
-    images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
-    if not images:
-        raise InputError(f"{source}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
-    video_only = ("codec", "pix_fmt", "crf", "preset", "start", "end", "deinterlace")
-    check_image_options(source, **{key: options[key] for key in video_only})
-    if destination.exists() and not destination.is_dir():
-        raise OutputError(f"{destination}: is a file; give a folder for the images of the folder {source}")
-    if destination.exists() and destination.resolve() == source.resolve():
-        raise OutputError(f"{destination}: is the input folder; choose another output folder")
-    try:
-        destination.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
-    settings = {key: options.pop(key) for key in _MODEL_OPTIONS if key != "model"}
-    upscaler = Upscaler(options.pop("model"), scale=scale, **settings)
-    failed = 0
-    for done, image in enumerate(images, start=1):
-        try:
-            upscale_video(
-                image,
-                destination / image.name,
-                scale=scale,
-                model=upscaler,
-                overwrite=options["overwrite"],
-                outscale=options["outscale"],
-            )
-        except ElanVideoError as exc:
-            say(f"elan-video: error: {exc}")
-            failed += 1
-        if progress is not None:
-            progress(done, len(images))
-    return len(images) - failed, failed
-
-
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -281,56 +228,42 @@ def _size(text: str) -> tuple[int, int]:
 
 
 @main.command()
-@click.option("--model", default=None, help="Bundled name or checkpoint path (default: elan-light-xS).")
-@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
+@model_option("model")
+@model_option("scale")
 @click.option("--size", default="320x180", show_default=True, help="Input frame size WxH.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
-@click.option(
-    "--precision",
-    "precisions",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    multiple=True,
-    help="Repeat to compare (default: auto).",
-)
-@click.option(
-    "--backend",
-    "backends",
-    type=click.Choice(["eager", "torchscript", "compile", "tensorrt"]),
-    multiple=True,
-    help="Repeat to compare (default: eager).",
-)
-@_tile_option
-@click.option("--tile-overlap", type=int, default=32, show_default=True)
-@click.option("--batch", type=int, default=1, show_default=True)
+@model_option("device")
+@model_option("precision", multiple=True)
+@model_option("backend", multiple=True)
+@model_option("tile")
+@model_option("tile_overlap")
+@model_option("batch")
 @click.option("--frames", type=click.IntRange(1), default=3, show_default=True, help="Timed frames per row.")
 @click.option("--reference/--no-reference", default=True, help="Time the authors' unfused fp32 network too.")
 @click.option("--video", is_flag=True, help="Also time decode, inference and encode of a synthetic H.264 clip.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_fails_cleanly
-def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], video: bool, as_json: bool,
-          **options: Any) -> None:  # fmt: skip
+def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], frames: int, reference: bool,
+          video: bool, as_json: bool, **values: Any) -> None:  # fmt: skip
     """Measure ms per frame, fps and achieved GFLOP/s against this machine's matmul peak."""
     import json
 
     from .bench.frame import format_table, run_frame_bench
 
+    options = _take_options(values)
     result = run_frame_bench(
-        size=_size(size), precisions=precisions or ("auto",), backends=backends or ("eager",), **options
+        options=options,
+        size=_size(size),
+        precisions=precisions or None,
+        backends=backends or None,
+        frames=frames,
+        reference=reference,
     )
     if video:
         from .bench.video import run_video_bench
 
+        first = {"precision": (precisions or (options.precision,))[0], "backend": (backends or (options.backend,))[0]}
         result["video"] = run_video_bench(
-            options["model"],
-            scale=options["scale"],
-            size=_size(size),
-            frames=max(8, options["frames"] * 4),
-            device=options["device"],
-            precision=(precisions or ("auto",))[0],
-            backend=(backends or ("eager",))[0],
-            tile=options["tile"],
-            tile_overlap=options["tile_overlap"],
-            batch=options["batch"],
+            options=UpscaleOptions.of(options, **first), size=_size(size), frames=max(8, frames * 4)
         )
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -344,9 +277,9 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], vid
 
 @main.command(name="eval")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--scale", type=click.IntRange(2, 4), default=2, show_default=True)
-@click.option("--model", default=None, help="Bundled name, checkpoint path, or 'bicubic' (default: elan-light-xS).")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@model_option("scale", default=2, show_default=True, help="The scale to evaluate, 2, 3 or 4.")
+@model_option("model", help="Bundled name, checkpoint path, or 'bicubic' [default: elan-light-xS].")
+@model_option("device")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_fails_cleanly
 def evaluate_command(data_dir: str, scale: int, model: str | None, device: str | None, as_json: bool) -> None:
@@ -368,10 +301,21 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
 
 
 @main.command(name="train")
-@click.option("--data", "data_dirs", required=True, multiple=True, help="Folder(s) of HR training images.")
+@click.option(
+    "--config",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="A TOML recipe (training/x2.toml): keys named as these options; options given here override its values.",
+)
+@click.option("--data", "data_dirs", multiple=True, help="Folder(s) of HR training images [required, or in --config].")
 @click.argument("more_data", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--scale", type=click.IntRange(2, 4), required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="Training checkpoint.")
+@click.option("--scale", type=click.IntRange(2, 4), default=None, help="2, 3 or 4 [required, or in --config].")
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Training checkpoint [required, or in --config].",
+)
 @click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True, help="Length of the run.")
 @click.option("--stop-at", type=click.IntRange(1), default=None, help="End this session after that step.")
 @click.option("--init", default=None, help="Start from these weights (shape-mismatched tensors keep their init).")
@@ -396,12 +340,17 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--fast-shift", is_flag=True, help="Shift by slicing (same function; faster where depthwise is slow).")
+@click.option(
+    "--fast-shift/--no-fast-shift",
+    default=False,
+    help="Shift by slicing (same function; faster where depthwise is slow).",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: torch's).")
 @click.option("--export", default=None, help="Write the final EMA weights here (.safetensors).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fails_cleanly
 def train_command(
+    config: str | None,
     data_dirs: tuple[str, ...],
     more_data: tuple[str, ...],
     threads: int | None,
@@ -414,7 +363,43 @@ def train_command(
     \b
     elan-video train --data T91 BSD200 --scale 2 --out ckpt/x2.pt --steps 20000 --val Set5 \\
         --export elan_video/weights/elan-light-x2.safetensors
+    elan-video train --config training/x3.toml --steps 1000    # a recipe, one value overridden
     """
+    from click.core import ParameterSource
+
+    def given(name: str) -> bool:
+        return click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT
+
+    recipe: dict[str, Any] = {}
+    if config is not None:
+        from .training.config import read_train_config
+
+        recipe = read_train_config(config)
+        if not given("val_dir") and "val_dir" in recipe and not Path(recipe["val_dir"]).is_dir():
+            raise OptionError(f"{config}: val_dir {recipe['val_dir']}: no such folder")
+    # A value given on the command line beats the recipe's, which beats the option's default.
+    recipe_data, recipe_threads = recipe.pop("data_dirs", []), recipe.pop("threads", None)
+    recipe_stones = recipe.pop("milestones", None)
+    data = [*data_dirs, *more_data] or recipe_data
+    if not given("threads") and recipe_threads is not None:
+        threads = recipe_threads
+    try:
+        stones = tuple(int(m) for m in milestones.split(",") if m.strip())
+    except ValueError:
+        raise OptionError(f"milestones must be comma-separated integers, got {milestones!r}") from None
+    if not given("milestones") and recipe_stones is not None:
+        stones = recipe_stones
+    for key, value in recipe.items():
+        if key not in options or not given(key):
+            options[key] = value  # "arch" and "gamma" exist only in recipes
+    if options["resume"] and not given("init"):
+        options["init"] = None  # a recipe's init is how its run began; --resume continues the run stored in --out
+    required = {"--data": ("data_dirs", data), "--scale": ("scale", options["scale"]), "--out": ("out", options["out"])}
+    for option, (key, value) in required.items():
+        if not value:
+            where = config if config is not None else "a --config file"
+            raise OptionError(f"{option} is required: give it on the command line or as {key} in {where}")
+
     import torch
     from tqdm import tqdm
 
@@ -422,10 +407,6 @@ def train_command(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        stones = tuple(int(m) for m in milestones.split(",") if m.strip())
-    except ValueError:
-        raise OptionError(f"milestones must be comma-separated integers, got {milestones!r}") from None
     bar = None if quiet else tqdm(total=options["stop_at"] or options["steps"], unit="step", dynamic_ncols=True)
 
     def on_step(info: Any) -> None:
@@ -444,7 +425,7 @@ def train_command(
 
     try:
         train(
-            [*data_dirs, *more_data],
+            data,
             milestones=stones,
             on_step=on_step,
             on_validate=on_validate,

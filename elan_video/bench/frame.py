@@ -11,16 +11,19 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 from ..model.arch import ELAN
 from ..model.backends import parse_device, to_dtype
 from ..model.checkpoint import load_model
-from ..model.upscaler import Upscaler, psnr
+from ..model.options import UpscaleOptions
+from ..model.upscaler import Upscaler, peak_of, psnr, to_network
 
 __all__ = ["BenchRow", "count_flops", "measure_peak", "run_frame_bench"]
 
@@ -92,44 +95,50 @@ def _median_seconds(run: Callable[[], object], device: torch.device, frames: int
     return float(np.median(times))
 
 
-def _bench_model(model: ELAN | str | None, scale: int) -> tuple[ELAN, str]:
+def _bench_model(model: object, scale: int | None) -> tuple[ELAN, str]:
+    if isinstance(model, Upscaler):
+        raise OptionError("the frame bench builds an Upscaler per row; give it the model, not an Upscaler")
     if model is not None:
-        return (model, "given") if isinstance(model, ELAN) else (load_model(model), str(model))
-    name = f"elan-light-x{scale}"
+        net = model if isinstance(model, ELAN) else load_model(model)  # type: ignore[arg-type]
+        if scale is not None and net.scale != scale:
+            raise OptionError(f"scale {scale} does not match the model, which upscales x{net.scale}")
+        return net, "given" if isinstance(model, ELAN) else str(model)
+    name = f"elan-light-x{scale or 2}"
     try:
         return load_model(name), name
     except CheckpointError:
         # Speed does not depend on the weights' values; say so rather than fail.
-        return ELAN(scale=scale).eval(), f"ELAN-light x{scale}, random init ({name} not installed)"
+        return ELAN(scale=scale or 2).eval(), f"ELAN-light x{scale or 2}, random init ({name} not installed)"
 
 
 def run_frame_bench(
-    model: ELAN | str | None = None,
+    model: ELAN | str | Path | None = None,
     *,
-    scale: int = 2,
+    options: UpscaleOptions | None = None,
     size: tuple[int, int] = (320, 180),
-    device: str | torch.device | None = None,
-    precisions: Sequence[str] = ("auto",),
-    backends: Sequence[str] = ("eager",),
-    tile: int | None = None,
-    tile_overlap: int = 32,
-    batch: int = 1,
+    precisions: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None,
     frames: int = 3,
     reference: bool = True,
     seed: int = 0,
+    **settings: Any,
 ) -> dict[str, object]:
     """Time ``upscale_image`` on one (width, height) = ``size`` RGB frame for each backend x precision.
 
-    The reference row is timed first, before any Upscaler exists, so it runs with the process's default
-    memory allocator like the authors' code as published (see :mod:`elan_video.model.allocator`).
+    model, and options or ``settings`` (its fields as keywords): the model and how it runs, see
+    :class:`~elan_video.model.options.UpscaleOptions`; ``precisions`` and ``backends`` list the rows to time
+    (default: the options' own precision and backend). The reference row is timed first, before any Upscaler
+    exists, so it runs with the process's default memory allocator like the authors' code as published (see
+    :mod:`elan_video.model.allocator`).
 
     Returns a dict with the machine (device, threads, fp32 peak GFLOP/s), the model, the frame's FLOPs
     and ``rows`` (one :class:`BenchRow` dict each; ``peak_fraction`` is against the matmul peak
     measured at that row's precision). With ``reference``, the first row times the faithful
     unfused fp32 network (the authors' operations) and the other rows' speed-ups and PSNRs refer to it.
     """
-    dev = parse_device(device)
-    net, model_name = _bench_model(model, scale)
+    options = UpscaleOptions.with_model(model, options, **settings)
+    dev = parse_device(options.device)
+    net, model_name = _bench_model(options.model, options.scale)
     width, height = size
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     # A smooth picture with detail, so PSNR compares like on real frames (pure noise saturates the clamp).
@@ -143,7 +152,7 @@ def run_frame_bench(
     ref_seconds = None
     if reference:
         faithful = net.to(dev)
-        x = torch.from_numpy(image).to(dev).permute(2, 0, 1)[None].float()
+        x = to_network(torch.from_numpy(image).to(dev)[None], peak=peak_of(image.dtype))
 
         def run_reference() -> torch.Tensor:
             with torch.inference_mode():
@@ -152,10 +161,11 @@ def run_frame_bench(
         ref_seconds = _median_seconds(run_reference, dev, max(1, min(frames, 2)))
         expected = Upscaler.to_array(run_reference(), np.uint8)[0]
         rows.append(_row("authors (unfused)", "fp32", ref_seconds, flops, peak, 1.0, float("inf")))
-    for backend in backends:
-        for precision in precisions:
-            up = Upscaler(net, device=dev, precision=precision, backend=backend, tile=tile,
-                          tile_overlap=tile_overlap, batch=batch)  # fmt: skip
+    for backend in backends or (options.backend,):
+        for precision in precisions or (options.precision,):
+            up = Upscaler.from_options(
+                UpscaleOptions.of(options, model=net, device=dev, precision=precision, backend=backend)
+            )
             seconds = _median_seconds(lambda up=up: up(image), dev, frames)
             out = up(image)
             speedup = ref_seconds / seconds if ref_seconds else float("nan")

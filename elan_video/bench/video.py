@@ -6,17 +6,19 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import torch
 
 from ..errors import OptionError
-from ..jobs.pipeline import make_upscaler, upscale_video
+from ..jobs.pipeline import upscale_video
 from ..jobs.streaming import default_cpu_threads
 from ..media.video import DecodedFrame, EncoderPlan, VideoInfo, VideoReader, VideoWriter, plan_encoder
 from ..model.arch import ELAN
-from ..model.upscaler import Upscaler
+from ..model.options import UpscaleOptions
+from ..model.upscaler import Upscaler, upscaler_for
 
 __all__ = ["run_video_bench"]
 
@@ -84,17 +86,12 @@ def _encode(dst: Path, plan: EncoderPlan, frames: list[DecodedFrame], images: np
 def run_video_bench(
     model: ELAN | str | Path | Upscaler | None = None,
     *,
-    scale: int = 2,
+    options: UpscaleOptions | None = None,
     size: tuple[int, int] = (320, 180),
     frames: int = 24,
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    backend: str = "eager",
-    tile: int | None = None,
-    tile_overlap: int = 32,
-    batch: int = 1,
     codec: str = "libx264",
     container: str = ".mp4",
+    **settings: Any,
 ) -> dict[str, float | int | str]:
     """Measure the video path stage by stage on a synthetic clip of ``frames`` frames of ``size`` (width, height).
 
@@ -105,25 +102,18 @@ def run_video_bench(
     uses on the CPU (``cpu_threads``);
     encode_fps: RGB->YUV conversion + ``codec`` encoding + muxing of the upscaled frames;
     total_fps: ``upscale_video`` end to end, where the three stages overlap in threads.
-    Everything is wall-clock frames per second. ``model`` and the other options are those of
-    :func:`~elan_video.jobs.pipeline.upscale_video`. Returns those four numbers plus the run's parameters
-    (frames, width, height, out_width, out_height, device, precision, codec, cpu_threads).
+    Everything is wall-clock frames per second. model, and options or ``settings`` (its fields as keywords): the
+    model and how it runs, see :class:`~elan_video.model.options.UpscaleOptions` (the model may be a ready
+    Upscaler).
+    Returns those four numbers plus the run's parameters (frames, width, height, out_width, out_height, device,
+    precision, codec, cpu_threads).
     """
     width, height = size
     if frames < 2:
         raise OptionError(f"frames must be at least 2, got {frames}")
     if width < 16 or height < 16:
         raise OptionError(f"size must be at least 16x16, got {width}x{height}")
-    up = make_upscaler(
-        model,
-        scale=scale,
-        device=device,
-        precision=precision,
-        backend=backend,
-        tile=tile,
-        tile_overlap=tile_overlap,
-        batch=batch,
-    )
+    up = upscaler_for(UpscaleOptions.with_model(model, options, **settings))
     threads = default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="elan-bench-") as tmp:
         src = Path(tmp) / "bench_in.mp4"
@@ -132,7 +122,7 @@ def run_video_bench(
         infer_s, upscaled = _infer(up, np.stack([f.image for f in decoded]), threads=threads)
         enc = Path(tmp) / f"enc{container}"
         encode_s = _encode(enc, plan_encoder(enc, info, scale=up.scale, codec=codec), decoded, upscaled)
-        summary = upscale_video(src, Path(tmp) / f"all{container}", model=up, scale=up.scale, codec=codec)
+        summary = upscale_video(src, Path(tmp) / f"all{container}", model=up, codec=codec)
     n = len(decoded)
     return {
         "frames": n,

@@ -20,7 +20,6 @@ from typing import Any
 
 import av
 import numpy as np
-import torch
 
 from ..errors import InputError, OptionError, OutputError, VideoWarning
 from ..media.animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
@@ -40,13 +39,12 @@ from ..media.video.probe import check_source
 from ..media.video.reader import VideoReader
 from ..media.video.writer import VideoWriter
 from ..model.arch import ELAN
-from ..model.upscaler import Upscaler
-from .streaming import as_grey_picture, grey_channel, run_stream
+from ..model.checkpoint import load_model
+from ..model.options import SCALES, UpscaleOptions
+from ..model.upscaler import Upscaler, upscaler_for
+from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
-
-ProgressCallback = Callable[[int, int | None], None]
-"""Called after each written frame with (frames written, estimated total or None)."""
 
 
 @dataclass(frozen=True)
@@ -227,27 +225,26 @@ def _outscaled(result: np.ndarray, source_shape: tuple[int, ...], outscale: floa
     return resize(result, width=max(1, round(w * outscale)), height=max(1, round(h * outscale)))
 
 
-def make_upscaler(model: ELAN | str | Path | Upscaler | None, *, scale: int, **options: object) -> Upscaler:
-    """``model`` as an :class:`Upscaler` for ``scale`` (checked, or built with ``options``)."""
-    if isinstance(model, Upscaler):
-        if model.scale != scale:
-            raise OptionError(f"scale {scale} does not match the upscaler, which upscales x{model.scale}")
-        return model
-    return Upscaler(model, scale=scale, **options)  # type: ignore[arg-type]
+def with_scale(options: UpscaleOptions, outscale: float | None) -> UpscaleOptions:
+    """``options`` with the network's factor filled in: as given, else the model's (a checkpoint is loaded here,
+    once, to learn it), else 2 for the bundled weights, or with ``outscale`` the smallest of 2, 3, 4 at least
+    that."""
+    if options.scale is not None:
+        return options
+    model = options.model
+    if model is None:
+        scale = 2 if outscale is None else next((s for s in SCALES if s >= outscale), SCALES[-1])
+        return UpscaleOptions.of(options, scale=scale)
+    if not isinstance(model, (ELAN, Upscaler)):
+        model = load_model(model)
+    return UpscaleOptions.of(options, model=model, scale=model.scale)
 
 
 def upscale_video(
     src: str | Path,
     dst: str | Path,
     *,
-    scale: int = 2,
-    model: ELAN | str | Path | Upscaler | None = None,
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    backend: str = "eager",
-    tile: int | None = None,
-    tile_overlap: int = 32,
-    batch: int = 1,
+    options: UpscaleOptions | None = None,
     codec: str | None = None,
     pix_fmt: str | None = None,
     crf: int | None = None,
@@ -260,8 +257,9 @@ def upscale_video(
     progress: ProgressCallback | None = None,
     queue_size: int = 8,
     cpu_threads: int | None = None,
+    **settings: Any,
 ) -> VideoSummary:
-    """Upscale the video (or still image) ``src`` by ``scale`` into ``dst``.
+    """Upscale the video (or still image) ``src`` into ``dst``.
 
     Every frame is decoded to RGB (uint8, or uint16 for > 8-bit sources) with the source's colour matrix and
     range, upscaled by ELAN, and encoded with its source timestamp; audio and subtitle packets are copied
@@ -270,15 +268,17 @@ def upscale_video(
     :mod:`elan_video.media.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
     only), every picture at its timestamp, through FFmpeg.
 
-    model: an :class:`ELAN`, checkpoint path, bundled name, a ready :class:`Upscaler`, or None for
-    ``elan-light-x{scale}``. device/precision/backend/tile/tile_overlap/batch: see :class:`Upscaler`.
+    options, or ``settings`` (its fields as keywords: model, scale, device, precision, backend, tile,
+    tile_overlap, batch, max_memory): how the network runs, see :class:`~elan_video.model.options.UpscaleOptions`;
+    the model may also be a ready :class:`Upscaler`. Without a scale the model's is used (2 for the bundled
+    weights, or with ``outscale`` the smallest of 2, 3, 4 at least ``outscale``).
     codec/pix_fmt/crf/preset: encoder settings (defaults per container: H.264 for .mp4/.mkv/.mov, HEVC for
     > 8-bit sources, VP9 for .webm); ``codec="ffv1", pix_fmt="gbrp"`` is lossless RGB. overwrite: replace an
     existing ``dst``. start/end: seconds, process only that time range of the source (timestamps are kept).
     deinterlace: run FFmpeg's bwdif on interlaced frames before upscaling, one output frame per input frame
     (None: when the source says it is interlaced; ELAN on woven fields would enlarge the combing).
     outscale: make the output that many times the source's size (0 < outscale <= 8): the network upscales by
-    ``scale`` (pick one at least ``outscale``) and Lanczos resizes the result, e.g. 1.5 for 720p -> 1080p.
+    the scale and Lanczos resizes the result, e.g. 1.5 for 720p -> 1080p.
     progress: called after each frame with (frames written, estimated total or None). queue_size: frames
     buffered between stages. cpu_threads: PyTorch threads for CPU inference while the job runs (default: all
     cores on machines with fewer than 4, else all but one, left to decoding and encoding; the caller's setting
@@ -289,8 +289,7 @@ def upscale_video(
     any output is written; ``dst`` appears only once complete.
     """
     began = time.perf_counter()
-    if scale not in (2, 3, 4):
-        raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
+    options = UpscaleOptions.of(options, **settings)
     check_outscale(outscale)
     if queue_size < 1:
         raise OptionError(f"queue_size must be at least 1, got {queue_size}")
@@ -298,16 +297,9 @@ def upscale_video(
         raise OptionError(f"cpu_threads must be at least 1, got {cpu_threads}")
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
+    options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
-    model_options = {
-        "device": device,
-        "precision": precision,
-        "backend": backend,
-        "tile": tile,
-        "tile_overlap": tile_overlap,
-        "batch": batch,
-    }
-    load = functools.partial(make_upscaler, model, scale=scale, **model_options)
+    load = functools.partial(upscaler_for, options)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
@@ -322,17 +314,17 @@ def upscale_video(
         return _image_job(job, load)
     with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=job.warn) as reader:
         plan = plan_encoder(
-            dst_path, reader.info, scale=scale, codec=codec, pix_fmt=pix_fmt, crf=crf, preset=preset, outscale=outscale
+            dst_path,
+            reader.info,
+            scale=options.scale,
+            codec=codec,
+            pix_fmt=pix_fmt,
+            crf=crf,
+            preset=preset,
+            outscale=outscale,
         )
         return _video_job(
-            job,
-            reader,
-            plan,
-            load(),
-            pix_fmt_given=pix_fmt is not None,
-            batch=batch,
-            queue_size=queue_size,
-            cpu_threads=cpu_threads,
+            job, reader, plan, load(), pix_fmt_given=pix_fmt is not None, queue_size=queue_size, cpu_threads=cpu_threads
         )
 
 
@@ -393,7 +385,6 @@ def _video_job(
     up: Upscaler,
     *,
     pix_fmt_given: bool,
-    batch: int,
     queue_size: int,
     cpu_threads: int | None,
 ) -> VideoSummary:
@@ -411,7 +402,7 @@ def _video_job(
                 writer,
                 up,
                 passthrough=passthrough,
-                batch=batch,
+                batch=up.batch,
                 size=queue_size,
                 progress=job.progress,
                 total=_frames_to_write(reader),

@@ -14,7 +14,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -22,12 +21,12 @@ import torch
 
 from ..media.video.reader import DecodedFrame, VideoReader
 from ..media.video.writer import VideoWriter
-from ..model.upscaler import Upscaler
+from ..model.upscaler import Upscaler, from_network, peak_of, to_network
 
-if TYPE_CHECKING:
-    from .pipeline import ProgressCallback
+__all__ = ["ProgressCallback", "as_grey_picture", "default_cpu_threads", "grey_channel", "run_stream"]
 
-__all__ = ["as_grey_picture", "default_cpu_threads", "grey_channel", "run_stream"]
+ProgressCallback = Callable[[int, int | None], None]
+"""Called after each written frame with (frames written, estimated total or None)."""
 
 _END = object()
 _POLL_S = 0.1
@@ -93,7 +92,7 @@ class _CudaRunner:
         self.up = upscaler
         dev = upscaler.device
         s = upscaler.scale
-        self.peak = 255.0 if dtype == np.uint8 else 65535.0
+        self.peak = peak_of(dtype)
         self.np_dtype = dtype
         # torch has no uint16 arithmetic on every build; 16-bit frames travel as int32 on the device side.
         host_dtype = torch.uint8 if dtype == np.uint8 else torch.int32
@@ -147,13 +146,8 @@ class _CudaRunner:
         with torch.cuda.stream(self.compute):
             self.compute.wait_event(self.uploaded[slot])
             self.compute.wait_event(self.downloaded[slot])  # device output slot: download of batch k-2
-            x = self.dev_in[slot][:n].permute(0, 3, 1, 2).float()
-            if self.peak != 255.0:
-                x = x * (255.0 / self.peak)
-            y = self.up.forward_tensor(x).clamp(0, 255)
-            if self.peak != 255.0:
-                y = y * (self.peak / 255.0)
-            self.dev_out[slot][:n].copy_(y.round().permute(0, 2, 3, 1))
+            y = self.up.forward_tensor(to_network(self.dev_in[slot][:n], peak=self.peak))
+            self.dev_out[slot][:n].copy_(from_network(y, peak=self.peak))
             self.computed[slot].record(self.compute)
         # Batch k-1's download goes on the copy stream after batch k's upload, so it overlaps batch k's compute.
         self._queue_download()

@@ -17,6 +17,7 @@ import torch
 from ..errors import MissingDependencyError, OptionError
 from .arch import ELAN
 from .fusion import fuse
+from .options import BACKENDS, PRECISIONS
 
 __all__ = [
     "BACKENDS",
@@ -27,8 +28,6 @@ __all__ = [
     "to_dtype",
 ]
 
-BACKENDS = ("eager", "torchscript", "compile", "tensorrt")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

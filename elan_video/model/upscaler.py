@@ -1,27 +1,34 @@
-"""Upscale uint8/uint16 RGB images with ELAN: device, precision, backend, tiling with feathered overlap."""
+"""Upscale uint8/uint16 RGB images with ELAN: device, precision, backend, tiling with feathered overlap.
+
+The :class:`Upscaler` owns the network's pixel contract: :func:`to_network` and :func:`from_network` are the one
+place where pixels (integers in 0..peak, or floats in 0..1) become the network's float 0..255 and back, on the CPU
+and on CUDA alike.
+"""
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError, OptionError
 from .allocator import reuse_freed_memory
-from .arch import ELAN
-from .backends import BACKENDS, PRECISIONS, Forward, build_backend, parse_device, precision_candidates
+from .arch import ELAN, pad_to_multiple
+from .backends import Forward, build_backend, parse_device, precision_candidates
 from .checkpoint import load_model
 from .memory import auto_tile, free_memory, tiling_bytes
+from .options import UpscaleOptions
 
-__all__ = ["MIN_PSNR_DB", "Upscaler", "psnr", "upscale_image"]
+__all__ = ["MIN_PSNR_DB", "Upscaler", "from_network", "peak_of", "psnr", "to_network", "upscale_image", "upscaler_for"]
 
 # A reduced precision (or a tiling) is acceptable when it stays this close to the fp32, untiled result.
 MIN_PSNR_DB = 45.0
 _PROBE = 64  # side of the centre crop used to measure a reduced precision's error on real content
-_SCALES = (2, 3, 4)
 
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: float = 255.0) -> float:
@@ -34,9 +41,26 @@ def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: fl
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
-def _check_choice(name: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        raise OptionError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+def peak_of(dtype: np.dtype | type) -> float:
+    """The white level of integer pixels: 255 for uint8, 65535 for uint16 (full-range 16-bit)."""
+    return 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
+
+
+def to_network(pixels: torch.Tensor, *, peak: float) -> torch.Tensor:
+    """N x H x W x 3 pixels in 0..peak (any dtype, any device) -> float32 N x 3 x H x W in 0..255, same device."""
+    x = pixels.permute(0, 3, 1, 2).float()
+    return x if peak == 255.0 else x * (255.0 / peak)
+
+
+def from_network(y: torch.Tensor, *, peak: float, integer: bool = True) -> torch.Tensor:
+    """Network output (N x 3 x H x W float in 0..255, unclamped) -> float N x H x W x 3 clamped to 0..peak,
+    rounded to whole levels when ``integer`` (a view in channels-last order, same device)."""
+    y = y.clamp(0, 255)
+    if peak != 255.0:
+        y = y * (peak / 255.0)
+    if integer:
+        y = y.round()
+    return y.permute(0, 2, 3, 1)
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -65,65 +89,45 @@ class Upscaler:
     """Reusable ELAN upscaler: build once, call per frame (thread-safe).
 
     model: an :class:`ELAN`, a checkpoint path, a bundled name, or None for the bundled
-    ``elan-light-x{scale}``. scale: 2, 3 or 4 (must match the model when both are given).
-    device: "cpu", "cuda", "cuda:N" or None (CUDA if available). precision: "auto" (the fastest
-    precision whose output stays >= 45 dB PSNR of fp32, measured on the first image), "fp32", "bf16"
-    or "fp16". backend: "eager", "torchscript", "compile" or "tensorrt". tile: tile side in input
-    pixels, or None for whole frames where they fit in memory (see max_memory); tile_overlap: overlap
-    between tiles in input pixels, blended linearly. batch: how many tiles or frames go through the network
-    together. max_memory: bytes one network call may take when ``tile`` is None; a frame size whose estimate
-    (:func:`elan_video.model.memory.frame_bytes`) exceeds it is tiled with the largest tile that fits, decided once
-    per frame size. None: half the device's free memory when that frame size is first seen.
+    ``elan-light-x{scale}``. ``settings``: the other fields of :class:`~elan_video.model.options.UpscaleOptions`
+    (scale, device, precision, backend, tile, tile_overlap, batch, max_memory), keyword-only; a scale must match
+    the model's. A frame size whose memory estimate (:func:`elan_video.model.memory.frame_bytes`) exceeds
+    ``max_memory`` is tiled with the largest tile that fits, decided once per frame size.
 
     On a CPU device the first Upscaler of a process tunes glibc malloc to keep freed memory for reuse
     (:func:`elan_video.model.allocator.reuse_freed_memory`): a quarter of CPU inference time at 320x180, 40 % at
     1280x720, otherwise goes to page faults on freshly mapped activations.
     """
 
-    def __init__(
-        self,
-        model: ELAN | str | Path | None = None,
-        *,
-        scale: int | None = None,
-        device: str | torch.device | None = None,
-        precision: str = "auto",
-        backend: str = "eager",
-        tile: int | None = None,
-        tile_overlap: int = 32,
-        batch: int = 1,
-        max_memory: int | None = None,
-    ) -> None:
-        if scale is not None and scale not in _SCALES:
-            raise OptionError(f"scale must be 2, 3 or 4, got {scale}")
-        _check_choice("precision", precision, PRECISIONS)
-        _check_choice("backend", backend, BACKENDS)
-        if tile is not None and tile < 16:
-            raise OptionError(f"tile must be at least 16 pixels, got {tile}")
-        if tile_overlap < 0 or (tile is not None and tile_overlap * 2 >= tile):
-            raise OptionError(f"tile_overlap must be >= 0 and less than half the tile, got {tile_overlap}")
-        if batch < 1:
-            raise OptionError(f"batch must be at least 1, got {batch}")
-        if max_memory is not None and max_memory < 1:
-            raise OptionError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    def __init__(self, model: ELAN | str | Path | None = None, **settings: Any) -> None:
+        options = UpscaleOptions.of(model=model, **settings)
+        if isinstance(model, Upscaler):
+            raise OptionError("model is already an Upscaler; use it as it is")
         if model is None:
-            model = f"elan-light-x{scale or 2}"
+            model = f"elan-light-x{options.scale or 2}"
         net = model if isinstance(model, ELAN) else load_model(model)
-        if scale is not None and net.scale != scale:
-            raise OptionError(f"scale {scale} does not match the model, which upscales x{net.scale}")
+        if options.scale is not None and net.scale != options.scale:
+            raise OptionError(f"scale {options.scale} does not match the model, which upscales x{net.scale}")
         self.model = net.eval()
         self.scale: int = net.scale
-        self.device = parse_device(device)
+        self.device = parse_device(options.device)
         if self.device.type == "cpu":
             reuse_freed_memory()
-        self.precision = precision
-        self.backend = backend
-        self.tile = tile
-        self.tile_overlap = tile_overlap
-        self.batch = batch
-        self.max_memory = max_memory
+        self.precision = options.precision
+        self.backend = options.backend
+        self.tile = options.tile
+        self.tile_overlap = options.tile_overlap
+        self.batch = options.batch
+        self.max_memory = options.max_memory
         self._forwards: dict[tuple, Forward] = {}
         self._tiles: dict[tuple[int, int], int | None] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: UpscaleOptions) -> Upscaler:
+        """The Upscaler ``options`` describe (their model must not be an Upscaler: see :func:`upscaler_for`)."""
+        settings = options.as_dict()
+        return cls(settings.pop("model"), **settings)
 
     # -- network calls ---------------------------------------------------------------------------
     def _forward_for(self, x: torch.Tensor) -> Forward:
@@ -170,9 +174,18 @@ class Upscaler:
 
     def tile_for(self, height: int, width: int) -> int | None:
         """The tile side used for frames of height x width input pixels: ``tile`` when set, else None (whole
-        frames) or the largest tile whose calls fit ``max_memory``; decided once per size."""
-        if self.tile is not None:
-            return self.tile
+        frames) or the largest tile whose calls fit ``max_memory`` (decided once per size); in whole attention
+        windows (:attr:`ELAN.window_multiple`), rounded up."""
+        tile = self.tile if self.tile is not None else self._tile_within_memory(height, width)
+        if tile is None:
+            return None
+        # The network pads every call to whole windows anyway: such a tile costs the same, holds picture where the
+        # network would reflect the tile, and is not padded again when it ends at the picture's edge (_tiled).
+        window = self.model.window_multiple
+        return -(-tile // window) * window
+
+    def _tile_within_memory(self, height: int, width: int) -> int | None:
+        """None when a whole frame's call fits ``max_memory`` (or half the free memory), else auto_tile's side."""
         with self._lock:
             if (height, width) not in self._tiles:
                 budget = self.max_memory
@@ -204,43 +217,43 @@ class Upscaler:
             return self._tiles[height, width]
 
     def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
-        """One frame (1 x 3 x H x W) through the network tile by tile, blended with linear feathering."""
+        """One frame (1 x 3 x H x W) through the network tile by tile, blended with linear feathering; ``tile``
+        is a whole number of attention windows (:meth:`tile_for`)."""
         _, c, h, w = x.shape
         s, ov = self.scale, self.tile_overlap
-        th, tw = min(tile, h), min(tile, w)
-        ys, xs = _tile_starts(h, th, ov), _tile_starts(w, tw, ov)
+        # A whole frame is reflect-padded to whole windows before the convolutions zero-pad past it (ELAN.forward).
+        # Tiles cut from the frame padded that way, and which the network then pads no further, see that same edge
+        # where the picture ends; tiles cut from the picture itself saw zeros right after its last row.
+        x = pad_to_multiple(x, self.model.window_multiple)
+        hp, wp = x.shape[2:]
+        th, tw = min(tile, hp), min(tile, wp)
+        ys, xs = _tile_starts(hp, th, ov), _tile_starts(wp, tw, ov)
         boxes = [(y, x0) for y in ys for x0 in xs]
-        out = torch.zeros(1, c, h * s, w * s, device=x.device)
-        weight = torch.zeros(1, 1, h * s, w * s, device=x.device)
+        out = torch.zeros(1, c, hp * s, wp * s, device=x.device)
+        weight = torch.zeros(1, 1, hp * s, wp * s, device=x.device)
         for i in range(0, len(boxes), self.batch):
             group = boxes[i : i + self.batch]
             tiles = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in group])
             result = self._forward_for(tiles)(tiles).float()
             for (y, x0), tile_out in zip(group, result, strict=True):
-                wy = _ramp(th * s, ov * s, y == 0, y + th == h).to(x.device)
-                wx = _ramp(tw * s, ov * s, x0 == 0, x0 + tw == w).to(x.device)
+                wy = _ramp(th * s, ov * s, y == 0, y + th == hp).to(x.device)
+                wx = _ramp(tw * s, ov * s, x0 == 0, x0 + tw == wp).to(x.device)
                 mask = wy[:, None] * wx[None, :]
                 out[:, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += tile_out * mask
                 weight[:, :, y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += mask
-        return out.div_(weight)
+        return out.div_(weight)[:, :, : h * s, : w * s]
 
     # -- arrays ----------------------------------------------------------------------------------
     def to_tensor(self, images: np.ndarray) -> torch.Tensor:
         """N x H x W x 3 uint8/uint16 array -> float32 N x 3 x H x W in 0..255 on ``self.device``."""
-        peak = 255.0 if images.dtype == np.uint8 else 65535.0
         # Writable too: torch warns on read-only arrays, which is what np.asarray gives for a Pillow image.
         t = torch.from_numpy(np.require(images, requirements=("C", "W"))).to(self.device)
-        t = t.permute(0, 3, 1, 2).float()
-        return t if peak == 255.0 else t * (255.0 / peak)
+        return to_network(t, peak=peak_of(images.dtype))
 
     @staticmethod
     def to_array(y: torch.Tensor, dtype: np.dtype) -> np.ndarray:
         """Network output (N x 3 x H x W float, 0..255 scale) -> clamped, rounded N x H x W x 3 ``dtype``."""
-        peak = 255.0 if dtype == np.uint8 else 65535.0
-        y = y.clamp(0, 255)
-        if peak != 255.0:
-            y = y * (peak / 255.0)
-        y = y.round().permute(0, 2, 3, 1)
+        y = from_network(y, peak=peak_of(dtype))
         return y.to(torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy().astype(dtype, copy=False)
 
     def upscale_batch(self, images: np.ndarray) -> np.ndarray:
@@ -266,10 +279,73 @@ def _validate(images: object, *, ndim: int) -> None:
         raise InputError(f"image is empty: shape {images.shape}")
 
 
-def upscale_image(model: ELAN | str | Path | None, image: np.ndarray, **options: object) -> np.ndarray:
+def upscaler_for(options: UpscaleOptions) -> Upscaler:
+    """The Upscaler ``options`` ask for: their model when it is a ready Upscaler (no other option may then be
+    given, and a given scale must match it), else a new one."""
+    model = options.model
+    if not isinstance(model, Upscaler):
+        return Upscaler.from_options(options)
+    clashing = options.given()
+    if clashing:
+        raise OptionError(f"{', '.join(clashing)} cannot be given with an Upscaler as model; set them on the Upscaler")
+    if options.scale is not None and options.scale != model.scale:
+        raise OptionError(f"scale {options.scale} does not match the Upscaler, which upscales x{model.scale}")
+    return model
+
+
+class _UpscalerCache:
+    """The Upscalers of the last few :func:`upscale_image` calls, keyed by model identity and options.
+
+    An ELAN's entry is stamped with its tensors' storage and version counters, so weights changed in place
+    (``load_state_dict``, an optimiser step, ``p.data = ...``) build a new Upscaler instead of serving the old
+    fused copy; a checkpoint file's entry with its modification time and size.
+    """
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, tuple[object, Upscaler]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _identity(model: object) -> tuple[object, object]:
+        if isinstance(model, ELAN):
+            stamp = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
+            return ("module", id(model)), (model.training, stamp)
+        if isinstance(model, (str, Path)) and Path(model).is_file():
+            stat = Path(model).stat()
+            return ("file", str(Path(model).resolve())), (stat.st_mtime_ns, stat.st_size)
+        return ("name", model), None
+
+    def get(self, options: UpscaleOptions) -> Upscaler:
+        identity, stamp = self._identity(options.model)
+        key = (identity, UpscaleOptions.of(options, model=None))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == stamp:
+                self._entries.move_to_end(key)
+                return entry[1]
+        upscaler = Upscaler.from_options(options)
+        with self._lock:
+            self._entries[key] = (stamp, upscaler)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.SIZE:
+                self._entries.popitem(last=False)
+        return upscaler
+
+
+_CACHE = _UpscalerCache()
+
+
+def upscale_image(model: ELAN | str | Path | Upscaler | None, image: np.ndarray, **settings: Any) -> np.ndarray:
     """Upscale one H x W x 3 uint8/uint16 RGB image; returns sH x sW x 3 of the same dtype.
 
-    ``model`` and ``options`` are those of :class:`Upscaler` (device, precision, backend, tile,
-    tile_overlap, batch, scale). For many frames build an :class:`Upscaler` once instead.
+    ``model`` and ``settings`` are the fields of :class:`~elan_video.model.options.UpscaleOptions` (or
+    ``options=UpscaleOptions(...)``). Repeated calls with the same model and options reuse one
+    :class:`Upscaler` (its fused network and its precision decision) from a small cache of the last few; a
+    model whose weights have changed since gets a new one.
     """
-    return Upscaler(model, **options)(image)  # type: ignore[arg-type]
+    options = UpscaleOptions.with_model(model, settings.pop("options", None), **settings)
+    if isinstance(options.model, Upscaler):
+        return upscaler_for(options)(image)
+    return _CACHE.get(options)(image)

@@ -4,16 +4,15 @@ Both are computed on the luma Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (
 0..255 scale, not rounded) with a border of ``shave`` pixels removed; grayscale images are scored on their
 gray values. SSIM is Wang et al.'s index with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
 L = 255, over the 'valid' region of the window (MATLAB ``ssim_index`` / the SR benchmark scripts).
-Pure numpy, float64.
+In float64; PSNR itself is :func:`elan_video.model.upscaler.psnr` on the luma.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import InputError
+from ..model.upscaler import psnr as plain_psnr
 
 __all__ = ["psnr", "rgb_to_y", "ssim", "to_luma"]
 
@@ -57,9 +56,7 @@ def _scored_pair(sr: np.ndarray, hr: np.ndarray, shave: int) -> tuple[np.ndarray
 def psnr(sr: np.ndarray, hr: np.ndarray, *, shave: int = 0) -> float:
     """Y-channel PSNR in dB of ``sr`` against ``hr`` (same-shaped uint8 RGB or gray), ``shave`` border pixels
     removed; inf when identical."""
-    a, b = _scored_pair(sr, hr, shave)
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return plain_psnr(*_scored_pair(sr, hr, shave))
 
 
 def _gaussian_window() -> np.ndarray:

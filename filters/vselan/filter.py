@@ -124,12 +124,13 @@ class _Engine:
         """
         import torch
 
+        from elan_video.model.upscaler import from_network, to_network
+
         with self._slot(), torch.inference_mode():
             device = self.upscaler.device
             x = torch.from_numpy(planes).to(device=device, non_blocking=False)
-            x = x.to(torch.float32).mul_(255.0)[None]
-            y = self.upscaler.forward_tensor(x)[0]
-            y = y.div_(255.0).clamp_(0.0, 1.0).to(self.out_dtype)
+            y = self.upscaler.forward_tensor(to_network(x.permute(1, 2, 0)[None], peak=1.0))
+            y = from_network(y, peak=1.0, integer=False)[0].permute(2, 0, 1).to(self.out_dtype)
             # .cpu() on this slot's stream waits for exactly this frame's kernels, not the other slots'.
             return y.cpu().numpy()
 
@@ -229,28 +230,18 @@ def _build_upscaler(
     tile_overlap: int,
     half: bool,
 ) -> Upscaler:
-    """The one Upscaler a filter instance uses (raises elan_video errors, which ``elan`` turns into vs.Error)."""
-    from elan_video.errors import OptionError
-    from elan_video.model.backends import parse_device
-    from elan_video.model.upscaler import Upscaler
+    """The one Upscaler a filter instance uses (raises elan_video errors, which ``elan`` turns into vs.Error).
 
-    if isinstance(model, Upscaler):
-        given = {"device": device, "precision": precision, "backend": backend, "tile": tile}
-        clashing = [name for name, value in given.items() if value is not None]
-        if clashing:
-            raise OptionError(
-                f"{', '.join(clashing)} cannot be given with an Upscaler as model; set them on the Upscaler"
-            )
-        if model.scale != scale:
-            raise OptionError(f"scale {scale} does not match the Upscaler, which upscales x{model.scale}")
-        return model
-    dev = parse_device(device)
-    return Upscaler(
-        model,
-        scale=scale,
-        device=dev,
-        precision=precision if precision is not None else default_precision(half, dev),
-        backend=backend if backend is not None else "eager",
-        tile=tile,
-        tile_overlap=tile_overlap,
+    Options left as None are not given: a ready Upscaler as ``model`` refuses the others, and a new one gets the
+    clip's default precision."""
+    from elan_video.model.backends import parse_device
+    from elan_video.model.options import UpscaleOptions
+    from elan_video.model.upscaler import Upscaler, upscaler_for
+
+    given = {"device": device, "precision": precision, "backend": backend, "tile": tile}
+    options = UpscaleOptions.of(
+        model=model, scale=scale, tile_overlap=tile_overlap, **{k: v for k, v in given.items() if v is not None}
     )
+    if not isinstance(model, Upscaler) and precision is None:
+        options = UpscaleOptions.of(options, precision=default_precision(half, parse_device(device)))
+    return upscaler_for(options)
