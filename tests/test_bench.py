@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
-from conftest import tiny_elan
+from conftest import detail_elan, tiny_elan
 
+import elan_video.model.fusion as fusion
 from elan_video.bench.frame import count_flops, format_table, run_frame_bench
 from elan_video.cli import main
 from elan_video.model.checkpoint import save_safetensors
@@ -35,16 +37,22 @@ def test_flop_count_equals_a_real_forward_and_leaves_the_model_alone() -> None:
     assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items())
 
 
-def test_rows_are_consistent() -> None:
-    result = run_frame_bench(tiny_elan(2), size=(32, 24), precisions=("fp32",), backends=("eager",), frames=1)
+def test_rows_are_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = detail_elan(2)
+    result = run_frame_bench(model, size=(32, 24), precisions=("fp32",), backends=("eager",), frames=1)
     reference, fused = result["rows"]
     assert reference["backend"] == "authors (unfused)" and reference["speedup"] == 1.0
     assert fused["precision"] == "fp32" and fused["ms_per_frame"] > 0
     assert abs(fused["fps"] * fused["ms_per_frame"] / 1000 - 1) < 0.02
     gflop = result["gflop_per_frame"]
     assert abs(fused["gflops"] - gflop / (fused["ms_per_frame"] / 1000)) / fused["gflops"] < 0.05
-    assert fused["psnr_db"] >= 45.0  # the fused network agrees with the faithful one
+    # The fused network agrees with the faithful one: measured 87.8 dB (CUDA's TF32 convolutions, emulated: ~68).
+    assert fused["psnr_db"] >= 55.0
     assert "| eager | fp32 |" in format_table(result)
+    # Guard: a fused rewrite that forgot the one-pixel shifts scores 48.2 dB on the same frame.
+    monkeypatch.setattr(fusion, "shift_nhwc", lambda x: x)
+    broken = run_frame_bench(model, size=(32, 24), precisions=("fp32",), backends=("eager",), frames=1)
+    assert broken["rows"][1]["psnr_db"] < 55.0
 
 
 def test_cli_json(tmp_path: Path) -> None:

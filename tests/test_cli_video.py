@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO, shared_path
-from video_clips import make_audio_only, make_clip, make_interlaced_clip, pattern, tiny_checkpoint, video_frames
+from video_clips import (
+    detail_checkpoint,
+    make_audio_only,
+    make_clip,
+    make_interlaced_clip,
+    pattern,
+    tiny_checkpoint,
+    video_frames,
+)
 
 from elan_video.cli import main
 from elan_video.media.image import read_image
@@ -95,20 +103,24 @@ def test_av1_output_is_quiet_where_svt_av1_would_print_its_banner(tmp_path: Path
 def test_interlaced_source_is_deinterlaced_unless_asked_not_to(tmp_path: Path) -> None:
     src = tmp_path / "interlaced.mkv"
     make_interlaced_clip(src)
-    code, _, err = run(src, tmp_path / "out.mkv", "--codec", "ffv1", "--pix-fmt", "gbrp", *fast(tmp_path))
+    detail = ["--model", detail_checkpoint(tmp_path), "--device", "cpu", "--precision", "fp32"]
+    code, _, err = run(src, tmp_path / "out.mkv", "--codec", "ffv1", "--pix-fmt", "gbrp", *detail)
     assert code == 0 and "deinterlaced with FFmpeg's bwdif" in err
-    code, _, err = run(
-        src, tmp_path / "kept.mkv", "--no-deinterlace", "--codec", "ffv1", "--pix-fmt", "gbrp", *fast(tmp_path)
-    )
+    code, _, err = run(src, tmp_path / "kept.mkv", "--no-deinterlace", "--codec", "ffv1", "--pix-fmt", "gbrp", *detail)
     assert code == 0 and "without deinterlacing" in err
-    model = load_model(tiny_checkpoint(tmp_path))
+    model = load_model(detail_checkpoint(tmp_path))
+    expected = {}
     for name, deinterlace in (("out.mkv", True), ("kept.mkv", False)):
         with VideoReader(src, deinterlace=deinterlace) as reader:
             sources = [f.image for f in reader.items() if not isinstance(f, av.Packet)]
+        expected[name] = [upscale_image(model, source, device="cpu", precision="fp32") for source in sources]
         written = [f for _, f in video_frames(tmp_path / name)]
         assert len(written) == len(sources) == 6
-        for got, source in zip(written, sources, strict=True):
-            assert psnr(got, upscale_image(model, source, device="cpu", precision="fp32")) >= 50
+        for got, want in zip(written, expected[name], strict=True):
+            assert psnr(got, want) >= 50  # measured: identical (FFV1 RGB is lossless)
+    # Guards, frame by frame: the other choice (deinterlaced or not) 23-29 dB, the next frame 14-15, a shift 29-33.
+    for out, kept, later in zip(expected["out.mkv"], expected["kept.mkv"], expected["out.mkv"][1:], strict=False):
+        assert max(psnr(kept, out), psnr(later, out), psnr(np.roll(out, 1, axis=1), out)) < 50
 
 
 def test_a_time_range_upscales_only_that_part(tmp_path: Path) -> None:

@@ -73,8 +73,16 @@ def test_ten_bit_sources_decode_to_sixteen_bit_rgb_keeping_the_extra_bits() -> N
     # 10 significant bits survive: the values are not just 8-bit codes scaled by 257.
     assert np.count_nonzero(image % 257) > image.size // 2
     with av.open(str(path)) as c:
-        frame8 = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    assert psnr(image / 257.0, frame8.astype(np.float64)) > 40
+        first, second = itertools.islice(c.decode(video=0), 2)
+        frame8 = first.to_ndarray(format="rgb24")
+        # Guards, the same frame read with BT.709 (untagged, so BT.601 is right) or as full range, and the next frame.
+        wrong = [
+            first.to_ndarray(format="rgb24", src_colorspace=1),
+            first.to_ndarray(format="rgb24", src_color_range=2),
+            second.to_ndarray(format="rgb24"),
+        ]
+    assert psnr(image / 257.0, frame8.astype(np.float64)) > 44  # measured: 47.3 dB
+    assert max(psnr(image / 257.0, w.astype(np.float64)) for w in wrong) < 44  # 40.1, 27.8, 27.0 dB
 
 
 def test_time_range_yields_only_frames_inside_it() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from conftest import tiny_elan
+from conftest import detail_elan, tiny_elan
 
 from elan_video.model.checkpoint import save_safetensors
 
@@ -241,4 +241,13 @@ def tiny_checkpoint(folder: Path, scale: int = 2) -> Path:
     path = folder / f"tiny-x{scale}.safetensors"
     if not path.exists():
         save_safetensors(tiny_elan(scale), path)
+    return path
+
+
+def detail_checkpoint(folder: Path, scale: int = 2) -> Path:
+    """:func:`conftest.detail_elan` saved as .safetensors: a tiny model whose output is a picture, for pixel checks
+    whose thresholds the near-flat tamed model would pass with a shifted, stale or miscoloured frame."""
+    path = folder / f"detail-x{scale}.safetensors"
+    if not path.exists():
+        save_safetensors(detail_elan(scale), path)
     return path
