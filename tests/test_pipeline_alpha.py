@@ -39,7 +39,9 @@ def test_transparent_image_keeps_its_alpha_upscaled_by_the_network(tmp_path: Pat
     [
         ("rle.mov", "qtrle", "argb", "out.mkv", {"codec": "ffv1"}, 0),  # lossless in, lossless out
         ("ffv1.mkv", "ffv1", "yuva420p", "out.mov", {"codec": "prores_ks"}, 1),  # ProRes 4444 stores 12 bits
-        ("rle.mov", "qtrle", "argb", "out.webm", {}, 12),  # VP9's alpha picture, lossy, read back with libvpx
+        # VP9's alpha picture, lossy, read back with libvpx; at crf 10, as at the default 24 the network's detail at
+        # the picture's edges lost up to 11 levels, and 14 once its weights moved by 1e-5 (another CPU's rounding).
+        ("rle.mov", "qtrle", "argb", "out.webm", {"crf": 10}, 12),
     ],
 )
 def test_video_alpha_is_upscaled_and_kept(
@@ -58,11 +60,22 @@ def test_video_alpha_is_upscaled_and_kept(
     with VideoReader(tmp_path / name, alpha=True) as reader:
         written = [f for f in reader.items() if not isinstance(f, av.Packet)]
     assert len(written) == len(pictures)
-    for frame, picture in zip(written, pictures, strict=True):
+    with VideoReader(tmp_path / source, alpha=True) as reader:
+        read = [f.alpha for f in reader.items() if not isinstance(f, av.Packet)]
+    wants, got = [], []
+    for frame, source_alpha, picture in zip(written, read, pictures, strict=True):
+        # The pipeline upscales the alpha it read: the picture's, to a level (YUVA 4:2:0 moves some by one).
+        assert source_alpha is not None and np.abs(source_alpha.astype(int) - picture[..., 3]).max() <= 1
+        wants.append(np.rint(up2(np.repeat(source_alpha[..., None], 3, axis=2)).mean(axis=2)))
         assert frame.alpha is not None
         alpha = frame.alpha if frame.alpha.dtype == np.uint8 else np.rint(frame.alpha / 257).astype(np.uint8)
-        want = np.rint(up2(np.repeat(picture[..., 3:], 3, axis=2)).mean(axis=2))
-        assert np.abs(alpha.astype(int) - want).max() <= tolerance
+        got.append(alpha.astype(int))
+    # Measured: 0 levels off (FFV1, ProRes), 5 (VP9).
+    assert all(np.abs(g - w).max() <= tolerance for g, w in zip(got, wants, strict=True))
+    # Guards: the next frame's alpha is 19-22 levels off, a pixel's shift 145-146 (the tamed tiny model's near-flat
+    # output, VP9 at crf 24: 2-7 and 13-16, the next frame within VP9's tolerance).
+    assert all(np.abs(got[i] - wants[i + 1]).max() > tolerance for i in range(len(got) - 1))
+    assert all(np.abs(np.roll(w, 1, axis=1) - w).max() > tolerance for w in wants)
 
 
 def test_an_opaque_gif_is_not_taken_for_transparent(tmp_path: Path, up2: Upscaler) -> None:
