@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import ElanVideoError, OptionError
+from .errors import ElanVideoError, OptionError, OutputError
 from .model.options import BACKENDS, NAMES, PRECISIONS, SCALES, UpscaleOptions
 
 if TYPE_CHECKING:
@@ -439,23 +439,61 @@ def train_command(
 
 
 @main.command(name="export")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("source")
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--overwrite", "-y", is_flag=True, help="Replace an existing DESTINATION.")
+@click.option("--size", default=None, help="ONNX: a static input size WxH (TensorRT builds these best) [default: any].")
+@click.option("--batch", type=click.IntRange(1), default=None, help="ONNX: a static batch size [default: any].")
+@click.option("--fp16", is_flag=True, help="ONNX: float16 weights, input and output (attention logits in float32).")
+@click.option("--opset", type=click.IntRange(17), default=18, show_default=True, help="ONNX: operator set version.")
 @_fails_cleanly
-def export_command(checkpoint: str, destination: str, overwrite: bool) -> None:
-    """Write the weights in CHECKPOINT (a training checkpoint's EMA, or any loadable file) as .safetensors."""
-    from pathlib import Path
+def export_command(
+    source: str, destination: str, overwrite: bool, size: str | None, batch: int | None, fp16: bool, opset: int
+) -> None:
+    """Write the weights in SOURCE (a bundled name, a checkpoint, a training run's file) as DESTINATION.
 
+    \b
+    The suffix picks the format:
+      .safetensors  the weights and their configuration (this project's format)
+      .onnx         the network for vs-mlrt, chaiNNer, ONNX Runtime, OpenVINO, TensorRT:
+                    input N x 3 x H x W RGB in 0..1, output N x 3 x sH x sW in 0..1
+    elan-video export elan-light-x2 elan_x2.onnx
+    elan-video export ckpt/x2.pt elan_x2_540p.onnx --size 960x540 --batch 1 --fp16
+    """
     from .model.checkpoint import load_model, save_safetensors
 
     target = Path(destination)
-    if target.suffix != ".safetensors":
-        raise OptionError(f"destination must end in .safetensors, got {destination!r}")
+    if target.suffix not in (".safetensors", ".onnx"):
+        raise OptionError(f"destination must end in .safetensors or .onnx, got {destination!r}")
+    onnx_only = {"--size": size is not None, "--batch": batch is not None, "--fp16": fp16}
+    if target.suffix != ".onnx" and any(onnx_only.values()):
+        given = ", ".join(k for k, v in onnx_only.items() if v)
+        raise OptionError(f"{given}: only for an .onnx destination, got {destination!r}")
     if target.exists() and not overwrite:
         raise OptionError(f"{destination} exists (use --overwrite to replace it)")
-    model = load_model(checkpoint)
-    partial = target.with_name(f".{target.name}.partial")
-    save_safetensors(model, partial)
-    partial.replace(target)
+    if target.parent.exists() and not target.parent.is_dir():
+        raise OutputError(f"{destination}: {target.parent} is not a folder")
+    if not target.parent.is_dir():
+        raise OutputError(f"{destination}: the folder {target.parent} does not exist")
+    try:
+        shape = None if size is None else _size(size)
+    except click.BadParameter as exc:
+        raise OptionError(f"--size: {exc.message}") from None
+    model = load_model(source)
+    if target.suffix == ".onnx":
+        from .model.export import export_onnx
+
+        export_onnx(
+            model,
+            target,
+            size=shape,
+            batch=batch,
+            half=fp16,
+            opset=opset,
+            progress=lambda line: click.echo(line, err=True),
+        )
+    else:
+        partial = target.with_name(f".{target.name}.partial")
+        save_safetensors(model, partial)
+        partial.replace(target)
     click.echo(f"{destination}: ELAN x{model.scale}, {model.c_elan} channels, {len(model.body)} ELABs", err=True)

@@ -34,7 +34,10 @@ def _picture(height: int = 20, width: int = 28, seed: int = 0) -> np.ndarray:
     [
         ({"scale": 5}, "scale must be 2, 3 or 4, got 5"),
         ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
-        ({"backend": "onnx"}, "backend must be one of eager, torchscript, compile, tensorrt, got 'onnx'"),
+        (
+            {"backend": "onnx"},
+            "backend must be one of eager, torchscript, compile, tensorrt, onnxruntime, openvino, auto, got 'onnx'",
+        ),
         ({"tile": 8}, "tile must be at least 16 pixels, got 8"),
         ({"tile": 32, "tile_overlap": 16}, "tile_overlap must be >= 0 and less than half the tile, got 16"),
         ({"batch": 0}, "batch must be at least 1, got 0"),

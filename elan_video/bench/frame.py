@@ -23,6 +23,7 @@ from ..model.arch import ELAN
 from ..model.backends import parse_device, to_dtype
 from ..model.checkpoint import load_model
 from ..model.options import UpscaleOptions
+from ..model.runtimes import RUNTIMES, runtime_precisions
 from ..model.upscaler import Upscaler, peak_of, psnr, to_network
 
 __all__ = ["BenchRow", "count_flops", "measure_peak", "run_frame_bench"]
@@ -163,6 +164,8 @@ def run_frame_bench(
         rows.append(_row("authors (unfused)", "fp32", ref_seconds, flops, peak, 1.0, float("inf")))
     for backend in backends or (options.backend,):
         for precision in precisions or (options.precision,):
+            if not _offers(backend, precision):
+                continue
             up = Upscaler.from_options(
                 UpscaleOptions.of(options, model=net, device=dev, precision=precision, backend=backend)
             )
@@ -183,6 +186,13 @@ def run_frame_bench(
         "gflop_per_frame": _sig(flops / 1e9),
         "rows": [asdict(r) for r in rows],
     }
+
+
+def _offers(backend: str, precision: str) -> bool:
+    """Whether ``backend`` runs ``precision`` here: the ONNX runtimes offer fp32 and what the CPU runs natively."""
+    if backend not in RUNTIMES or precision in ("auto", "fp32"):
+        return True
+    return precision in runtime_precisions(backend)
 
 
 def _row(backend: str, precision: str, seconds: float, flops: int, peak: float, speedup: float, db: float) -> BenchRow:

@@ -1,4 +1,4 @@
-"""Execution backends (eager | torchscript | compile | tensorrt) and precision selection.
+"""Execution backends (eager | torchscript | compile | tensorrt | onnxruntime | openvino) and precision selection.
 
 A backend turns an :class:`~elan_video.model.arch.ELAN` into a callable ``f(x) -> y`` with the network's
 forward contract (float32 N x 3 x H x W in 0..255 on ``device`` -> N x 3 x sH x sW float32), running the
@@ -8,10 +8,12 @@ BatchNorm-folded :class:`~elan_video.model.fusion.FusedELAN` at the requested co
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from ..errors import MissingDependencyError, OptionError
@@ -21,16 +23,31 @@ from .options import BACKENDS, PRECISIONS
 
 __all__ = [
     "BACKENDS",
+    "MIN_PSNR_DB",
     "PRECISIONS",
     "build_backend",
     "parse_device",
     "precision_candidates",
+    "psnr",
     "to_dtype",
 ]
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+# A reduced precision (or a tiling) is acceptable when it stays this close to the fp32, untiled result.
+MIN_PSNR_DB = 45.0
+
+
+def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: float = 255.0) -> float:
+    """PSNR in dB between two same-shaped arrays on a 0..peak scale (inf when identical)."""
+    # float64 copies of arrays: torch refuses numpy's negative strides (flipped or rotated views) and warns on
+    # read-only ones (Pillow's np.asarray).
+    a_t = torch.from_numpy(np.array(a, dtype=np.float64)) if isinstance(a, np.ndarray) else a.double()
+    b_t = torch.from_numpy(np.array(b, dtype=np.float64)) if isinstance(b, np.ndarray) else b.double()
+    mse = float(((a_t - b_t) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
 def to_dtype(precision: str) -> torch.dtype:
@@ -76,12 +93,17 @@ def _matmul_seconds(device_type: str, precision: str) -> float:
     return best
 
 
-def precision_candidates(device: torch.device) -> list[str]:
-    """Reduced precisions worth trying on ``device``, fastest first, by a measured matmul speed.
+def precision_candidates(device: torch.device, backend: str = "eager") -> list[str]:
+    """Reduced precisions worth trying on ``device`` with ``backend``, fastest first, by a measured matmul speed.
 
     A precision is a candidate only if its matmul runs faster than fp32's here: a CPU without native
-    bf16 (AVX-512-BF16 or AMX) emulates it an order of magnitude slower than fp32.
+    bf16 (AVX-512-BF16 or AMX) emulates it an order of magnitude slower than fp32. The ONNX runtimes
+    offer what they run natively (:func:`elan_video.model.runtimes.runtime_precisions`).
     """
+    if backend in ("onnxruntime", "openvino"):
+        from .runtimes import runtime_precisions
+
+        return runtime_precisions(backend)
     names = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         names.remove("bf16")
@@ -96,8 +118,13 @@ def build_backend(model: ELAN, *, backend: str, precision: str, device: torch.de
     ``example`` (float32 N x 3 x H x W on ``device``) fixes the shape for shape-specialised backends
     (torchscript traces, TensorRT engines); callers rebuild for other shapes.
     """
-    if backend not in BACKENDS:
-        raise OptionError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend not in BACKENDS or backend == "auto":
+        concrete = [b for b in BACKENDS if b != "auto"]
+        raise OptionError(f"backend must be one of {', '.join(concrete)} here, got {backend!r}")
+    if backend in ("onnxruntime", "openvino"):
+        from .runtimes import runtime_forward
+
+        return runtime_forward(model, runtime=backend, precision=precision, device=device)
     fused = fuse(model, dtype=to_dtype(precision)).to(device)
     if backend == "eager":
         return fused

@@ -20,7 +20,7 @@ __all__ = ["BACKENDS", "PRECISIONS", "SCALES", "UpscaleOptions"]
 
 SCALES = (2, 3, 4)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BACKENDS = ("eager", "torchscript", "compile", "tensorrt")
+BACKENDS = ("eager", "torchscript", "compile", "tensorrt", "onnxruntime", "openvino", "auto")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -36,12 +36,14 @@ class UpscaleOptions:
     ``scale`` must keep its default: the Upscaler carries them), or None for the bundled ``elan-light-x{scale}``.
     scale: 2, 3 or 4; None takes the model's (2 for the bundled weights). device: "cpu", "cuda", "cuda:N" or None
     (CUDA when available). precision: "auto" (the fastest precision whose output stays >= 45 dB PSNR of fp32,
-    measured on the first picture), "fp32", "bf16" or "fp16". backend: "eager", "torchscript", "compile" or
-    "tensorrt". tile: tile side in input pixels (>= 16; rounded up to whole attention windows, 16 for
-    ELAN-light), or None for whole pictures where they fit in ``max_memory``. tile_overlap: overlap of
-    neighbouring tiles in input pixels, blended linearly (< tile / 2). batch: pictures or tiles per network
-    call (>= 1). max_memory: bytes one network call may take when ``tile``
-    is None; None: half the device's free memory.
+    measured on the first picture), "fp32", "bf16" or "fp16". backend: "eager", "torchscript", "compile",
+    "tensorrt", "onnxruntime", "openvino" (these two run an ONNX export of the model, cached per machine) or
+    "auto" (on a CPU the fastest of eager and the installed runtimes within 45 dB of fp32, measured once per
+    machine and model; eager on a GPU).
+    tile: tile side in input pixels (>= 16; rounded up to whole attention windows, 16 for ELAN-light), or None
+    for whole pictures where they fit in ``max_memory``. tile_overlap: overlap of neighbouring tiles in input
+    pixels, blended linearly (< tile / 2). batch: pictures or tiles per network call (>= 1). max_memory: bytes
+    one network call may take when ``tile`` is None; None: half the device's free memory.
     """
 
     # ELAN | str | Path | Upscaler | None; typed loosely because the Upscaler module imports this one.

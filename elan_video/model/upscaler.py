@@ -7,7 +7,6 @@ and on CUDA alike.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -19,26 +18,15 @@ import torch
 from ..errors import InputError, OptionError
 from .allocator import reuse_freed_memory
 from .arch import ELAN, pad_to_multiple
-from .backends import Forward, build_backend, parse_device, precision_candidates
+from .backends import MIN_PSNR_DB, Forward, build_backend, parse_device, precision_candidates, psnr
 from .checkpoint import load_model
 from .memory import auto_tile, free_memory, tiling_bytes
 from .options import UpscaleOptions
 
 __all__ = ["MIN_PSNR_DB", "Upscaler", "from_network", "peak_of", "psnr", "to_network", "upscale_image", "upscaler_for"]
 
-# A reduced precision (or a tiling) is acceptable when it stays this close to the fp32, untiled result.
-MIN_PSNR_DB = 45.0
 _PROBE = 64  # side of the centre crop used to measure a reduced precision's error on real content
-
-
-def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: float = 255.0) -> float:
-    """PSNR in dB between two same-shaped arrays on a 0..peak scale (inf when identical)."""
-    # float64 copies of arrays: torch refuses numpy's negative strides (flipped or rotated views) and warns on
-    # read-only ones (Pillow's np.asarray).
-    a_t = torch.from_numpy(np.array(a, dtype=np.float64)) if isinstance(a, np.ndarray) else a.double()
-    b_t = torch.from_numpy(np.array(b, dtype=np.float64)) if isinstance(b, np.ndarray) else b.double()
-    mse = float(((a_t - b_t) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+_CHOICE_PROBE = 96  # the crop backend "auto" times every candidate on: seconds in all, sizes past the windows
 
 
 def peak_of(dtype: np.dtype | type) -> float:
@@ -134,6 +122,8 @@ class Upscaler:
         # Traced and TensorRT graphs are shape-specialised; eager and compile handle any shape.
         key = tuple(x.shape) if self.backend in ("torchscript", "tensorrt") else ()
         with self._lock:
+            if self.backend == "auto":
+                self.backend, self.precision = self._choose_backend(x)
             if self.precision == "auto":
                 self.precision = self._measure_precision(x)
             fwd = self._forwards.get(key)
@@ -144,18 +134,35 @@ class Upscaler:
                 self._forwards[key] = fwd
         return fwd
 
+    def _choose_backend(self, x: torch.Tensor) -> tuple[str, str]:
+        """backend "auto": eager on a GPU; on a CPU the fastest measured backend and precision
+        (:func:`elan_video.model.choice.choose_backend`), remembered per machine and model."""
+        if self.device.type != "cpu":
+            return "eager", self.precision
+        from .choice import choose_backend
+
+        h, w = x.shape[2:]
+        top, left = max(0, (h - _CHOICE_PROBE) // 2), max(0, (w - _CHOICE_PROBE) // 2)
+        probe = x[:1, :, top : top + _CHOICE_PROBE, left : left + _CHOICE_PROBE].float().contiguous()
+        return choose_backend(self.model, precision=self.precision, probe=probe)
+
     def _measure_precision(self, x: torch.Tensor) -> str:
         """Pick the fastest reduced precision within MIN_PSNR_DB of fp32 on a crop of ``x``, else fp32."""
-        candidates = precision_candidates(self.device)
+        candidates = precision_candidates(self.device, self.backend)
         if not candidates:
             return "fp32"
         h, w = x.shape[2:]
         top, left = max(0, (h - _PROBE) // 2), max(0, (w - _PROBE) // 2)
         probe = x[:1, :, top : top + _PROBE, left : left + _PROBE]
-        reference = build_backend(self.model, backend="eager", precision="fp32", device=self.device, example=probe)
+        # The ONNX runtimes reduce precision their own way, so they are checked as themselves; the compiled
+        # backends run the eager network's arithmetic.
+        trial_backend = self.backend if self.backend in ("onnxruntime", "openvino") else "eager"
+        reference = build_backend(
+            self.model, backend=trial_backend, precision="fp32", device=self.device, example=probe
+        )
         expected = reference(probe).clamp(0, 255)
         for name in candidates:
-            trial = build_backend(self.model, backend="eager", precision=name, device=self.device, example=probe)
+            trial = build_backend(self.model, backend=trial_backend, precision=name, device=self.device, example=probe)
             if psnr(trial(probe).clamp(0, 255), expected) >= MIN_PSNR_DB:
                 return name
         return "fp32"

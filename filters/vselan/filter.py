@@ -175,7 +175,8 @@ def elan(
     precision, backend and tile must be left unset: the Upscaler carries them); None selects the bundled
     ``elan-light-x{scale}``. device: "cpu", "cuda", "cuda:N" or None (CUDA when available). precision: "auto",
     "fp32", "bf16", "fp16" or None (RGBH clips: fp16 on CUDA, bf16 on CPU; RGBS clips: "auto"; see
-    :func:`default_precision`). backend: "eager" (default), "torchscript", "compile" or "tensorrt". tile: tile side
+    :func:`default_precision`). backend: "eager" (default), "torchscript", "compile", "tensorrt", "onnxruntime" or
+    "openvino" (these two: precision "auto" unless given). tile: tile side
     in input pixels to bound memory (None: whole frames where they fit in half the free memory, else tiles that
     do), tile_overlap: overlap of tiles in input pixels.
     num_streams: how many frames may be inside the network at once (on CUDA, one stream each); VapourSynth's
@@ -242,6 +243,7 @@ def _build_upscaler(
     options = UpscaleOptions.of(
         model=model, scale=scale, tile_overlap=tile_overlap, **{k: v for k, v in given.items() if v is not None}
     )
-    if not isinstance(model, Upscaler) and precision is None:
+    # The ONNX runtimes pick their own reduced precision by measurement ("auto"): ONNX Runtime has none on a CPU.
+    if not isinstance(model, Upscaler) and precision is None and options.backend not in ("onnxruntime", "openvino"):
         options = UpscaleOptions.of(options, precision=default_precision(half, parse_device(device)))
     return upscaler_for(options)

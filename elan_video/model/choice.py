@@ -1,0 +1,133 @@
+"""``backend="auto"``: the fastest way to run a model on this machine, measured once and remembered.
+
+On a GPU that is the eager network (its precision chosen as ``precision="auto"`` does). On a CPU the candidates
+are the eager network in fp32 and in each reduced precision this CPU runs fast, and each installed ONNX runtime
+(:mod:`elan_video.model.runtimes`) in fp32 and its native precisions. Every candidate runs the same crop of the
+first picture; the fastest whose output stays within :data:`MIN_PSNR_DB` of eager fp32 wins. The choice is kept
+in ``choices.json`` in the cache folder, keyed by the CPU, the thread count, the library versions and the
+model's weights, so later processes skip the measurement (which costs seconds, plus one export per model).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .arch import ELAN
+from .backends import MIN_PSNR_DB, build_backend, precision_candidates, psnr
+from .export import weights_sha256
+from .runtimes import RUNTIMES, cache_folder, runtime_precisions
+
+__all__ = ["candidates", "choose_backend"]
+
+_REPEATS = 3
+
+
+def _installed(runtime: str) -> bool:
+    try:
+        metadata.version(runtime)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _key(model: ELAN, precision: str) -> str:
+    versions = {name: _version(name) for name in ("torch", *RUNTIMES)}
+    return json.dumps(
+        {
+            "cpu": _cpu_name(),
+            "threads": torch.get_num_threads(),
+            "versions": versions,
+            "weights": weights_sha256(model),
+            "precision": precision,
+        },
+        sort_keys=True,
+    )
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def candidates(precision: str) -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth timing on this CPU for a requested ``precision`` ("auto" or a name)."""
+    cpu = torch.device("cpu")
+    pairs = [("eager", p) for p in ("fp32", *precision_candidates(cpu))]
+    for runtime in RUNTIMES:
+        if _installed(runtime):
+            pairs += [(runtime, p) for p in ("fp32", *runtime_precisions(runtime))]
+    return pairs if precision == "auto" else [(b, p) for b, p in pairs if p == precision]
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    run()  # warm-up: compiles, allocates
+    times = []
+    for _ in range(_REPEATS):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _measure(model: ELAN, precision: str, probe: torch.Tensor) -> dict[str, object]:
+    cpu = torch.device("cpu")
+    reference = build_backend(model, backend="eager", precision="fp32", device=cpu, example=probe)
+    with torch.inference_mode():
+        expected = reference(probe).clamp(0, 255)
+    timings: dict[str, float] = {}
+    best: tuple[float, str, str] | None = None
+    for backend, name in candidates(precision):
+        forward = build_backend(model, backend=backend, precision=name, device=cpu, example=probe)
+        with torch.inference_mode():
+            if psnr(forward(probe).clamp(0, 255), expected) < MIN_PSNR_DB:
+                continue
+            seconds = _seconds(lambda forward=forward: forward(probe))
+        timings[f"{backend} {name}"] = round(seconds * 1000, 2)
+        if best is None or seconds < best[0]:
+            best = (seconds, backend, name)
+    if best is None:  # a requested reduced precision that fails the check everywhere: fp32 eager, as "auto" does
+        return {"backend": "eager", "precision": "fp32", "ms": timings}
+    return {"backend": best[1], "precision": best[2], "ms": timings}
+
+
+def choose_backend(model: ELAN, *, precision: str, probe: torch.Tensor) -> tuple[str, str]:
+    """(backend, precision) to run ``model`` with on this CPU, from the remembered choice or measured now.
+
+    precision: "auto" or a concrete name (then only backends offering it compete). probe: float32
+    1 x 3 x h x w in 0..255, the crop every candidate runs (about 96 x 96 keeps the measurement to seconds).
+    """
+    from filelock import FileLock
+
+    folder = cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "choices.json"
+    key = _key(model, precision)
+    with FileLock(str(path) + ".lock"):
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if key not in known:
+            known[key] = _measure(model, precision, probe)
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_text(json.dumps(known, indent=1))
+            partial.replace(path)
+    choice = known[key]
+    return str(choice["backend"]), str(choice["precision"])
