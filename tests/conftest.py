@@ -159,3 +159,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ELAN, Path]]:
+    """A one-ELAB :func:`detail_elan` and its cached ONNX export, in a cache folder shared by the session's tests
+    (the export takes half a minute on 2 cores; the runtimes find it through ``ELAN_VIDEO_CACHE``)."""
+    pytest.importorskip("onnxscript", reason="needs onnx and onnxscript: pip install 'elan-video[onnx]'")
+    from elan_video.model.runtimes import cached_onnx
+
+    folder = tmp_path_factory.mktemp("elan-video-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ELAN_VIDEO_CACHE", str(folder))
+        model = detail_elan(2, m_elan=2)
+        yield model, cached_onnx(model, progress=None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +25,18 @@ SMALL = {"m_elan": 2}
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return detail_elan(2, **SMALL)
+def model(small_onnx: tuple[torch.nn.Module, Path]) -> torch.nn.Module:
+    return small_onnx[0]
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ELAN_VIDEO_CACHE", str(folder))
-        yield folder
+def dynamic_file(small_onnx: tuple[torch.nn.Module, Path]) -> Path:
+    return small_onnx[1]
 
 
 @pytest.fixture(scope="module")
-def dynamic_file(model: torch.nn.Module, cache: Path) -> Path:
-    from elan_video.model.runtimes import cached_onnx
-
-    return cached_onnx(model, progress=None)
+def cache(dynamic_file: Path) -> Path:
+    return dynamic_file.parent.parent
 
 
 def pictures() -> list[np.ndarray]:
