@@ -126,12 +126,25 @@ def main() -> None:
 )
 @click.option("--overwrite", "-y", is_flag=True, help="Replace DESTINATION if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (warnings and errors still show).")
+@click.option(
+    "--segment",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds: a video is processed in keyframe-aligned segments of about this length, kept in a hidden work "
+    "folder beside DESTINATION so that rerunning the same command after a crash or Ctrl-C resumes.",
+)
+@click.option("--no-resume", is_flag=True, help="Start over: discard the segments an earlier run left.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job's summary as one JSON object on stdout.")
 @_fails_cleanly
-def upscale(source: str, destination: str, quiet: bool, **values: Any) -> None:
+def upscale(
+    source: str, destination: str, quiet: bool, segment: float, no_resume: bool, as_json: bool, **values: Any
+) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
     A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
     """
+    import json
     import signal
     import threading
     import warnings
@@ -139,6 +152,7 @@ def upscale(source: str, destination: str, quiet: bool, **values: Any) -> None:
     from .errors import VideoWarning
     from .jobs.folder import upscale_folder
     from .jobs.pipeline import upscale_video
+    from .jobs.workdir import work_folder_for
 
     options = _take_options(values)
     folder = Path(source).is_dir()
@@ -162,7 +176,22 @@ def upscale(source: str, destination: str, quiet: bool, **values: Any) -> None:
                     Path(source), Path(destination), options=options, progress=progress, on_error=failed_file, **values
                 )
             else:
-                summary = upscale_video(source, destination, options=options, progress=progress, **values)
+                summary = upscale_video(
+                    source,
+                    destination,
+                    options=options,
+                    progress=progress,
+                    segment=segment,
+                    resume=not no_resume,
+                    notify=None if quiet else console.say,
+                    **values,
+                )
+        except KeyboardInterrupt:
+            kept = work_folder_for(Path(destination))
+            if kept.is_dir():  # only where segments were finished: see upscale_video
+                click.echo(f"elan-video: interrupted ({kept} is kept: the same command resumes)", err=True)
+                sys.exit(130)
+            raise
         finally:
             console.close()
             if on_main:
@@ -176,6 +205,8 @@ def upscale(source: str, destination: str, quiet: bool, **values: Any) -> None:
             sys.exit(1)
     elif not quiet:
         click.echo(_summary_line(summary), err=True)
+    if as_json and not folder:
+        click.echo(json.dumps(_summary_json(summary)))
 
 
 class _Console:
@@ -215,6 +246,25 @@ def _summary_line(summary: VideoSummary) -> str:
         return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)"
     what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
     return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s"
+
+
+def _summary_json(summary: VideoSummary) -> dict[str, Any]:
+    """What ``--json`` prints: the job's summary, for scripts."""
+    counts = summary.segments
+    return {
+        "output": str(summary.destination),
+        "frames": summary.frames,
+        "seconds": round(summary.seconds, 3),
+        "fps": round(summary.fps, 3),
+        "size": list(summary.output_size),
+        "codec": summary.codec,
+        "pix_fmt": summary.pix_fmt,
+        "frames_lost": summary.frames_lost,
+        "segments": None
+        if counts is None
+        else {"total": counts.total, "resumed": counts.resumed, "processed": counts.processed},
+        "warnings": list(summary.warnings),
+    }
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -392,7 +392,8 @@ def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: 
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(n.startswith(".out.partial-") for n in os.listdir(tmp_path)):
+        # The job writes a temporary output, or (in segments, the default) keeps its segments in a work folder.
+        while not any(n.startswith((".out.partial-", ".out.mkv.elan-work")) for n in os.listdir(tmp_path)):
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "the job never started writing"
             time.sleep(0.05)

@@ -67,11 +67,14 @@ def transparent(index: int, width: int = 32, height: int = 24) -> np.ndarray:
     return np.dstack([pattern(index, width, height), alpha])
 
 
-def make_alpha_clip(path: Path, *, codec: str, pix_fmt: str, frames: int = 4) -> list[np.ndarray]:
-    """A clip with an alpha channel (QuickTime RLE argb, FFV1 yuva420p, ...) of :func:`transparent` pictures."""
+def make_alpha_clip(
+    path: Path, *, codec: str, pix_fmt: str, frames: int = 4, options: dict[str, str] | None = None
+) -> list[np.ndarray]:
+    """A clip with an alpha channel (QuickTime RLE argb, FFV1 yuva420p, ...) of :func:`transparent` pictures;
+    ``options`` for the encoder."""
     pictures = [transparent(i) for i in range(frames)]
     with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(codec, rate=10)
+        stream = out.add_stream(codec, rate=10, options=options or {})
         stream.width, stream.height, stream.pix_fmt = 32, 24, pix_fmt
         for i, picture in enumerate(pictures):
             frame = av.VideoFrame.from_ndarray(picture, format="rgba").reformat(format=pix_fmt)

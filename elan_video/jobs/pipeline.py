@@ -1,7 +1,8 @@
 """The job behind ``elan-video IN OUT``: options and destination checked before any work, then a still image,
-an animation or a video upscaled (videos through :mod:`elan_video.jobs.streaming`'s overlapped stages). The output is
-written to a hidden temporary file beside the destination and renamed into place only when complete; an error or
-Ctrl-C removes it.
+an animation or a video upscaled (videos through :mod:`elan_video.jobs.streaming`'s overlapped stages), as one
+stream or, with ``segment``, in keyframe-aligned segments kept in a work folder that a rerun resumes from
+(:mod:`~elan_video.jobs.segments`, :mod:`~elan_video.jobs.workdir`, :mod:`~elan_video.jobs.stitch`). The output
+is written to a hidden temporary file and renamed into place only when complete; an error or Ctrl-C removes it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import av
 import numpy as np
 
-from ..errors import InputError, OptionError, OutputError, VideoWarning
+from ..errors import ElanVideoError, InputError, OptionError, OutputError, VideoWarning
 from ..media.animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
 from ..media.image import (
     ALPHA_SUFFIXES,
@@ -35,14 +36,18 @@ from ..media.image import (
 )
 from ..media.video.encoding import EncoderPlan, check_outscale, plan_encoder
 from ..media.video.pixels import format_facts
-from ..media.video.probe import check_source
+from ..media.video.probe import VideoInfo, check_source
 from ..media.video.reader import VideoReader
 from ..media.video.writer import VideoWriter
 from ..model.arch import ELAN
 from ..model.checkpoint import load_model
 from ..model.options import SCALES, UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
+from .segment_file import read_segment_file
+from .segments import SegmentCounts, encode_segment, plan_segments
+from .stitch import stitch
 from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
+from .workdir import WorkFolder, model_hash, source_fingerprint
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
@@ -70,6 +75,7 @@ class VideoSummary:
     streams_reencoded: int = 0
     streams_dropped: int = 0
     warnings: tuple[str, ...] = ()
+    segments: SegmentCounts | None = None  # a segmented job's (None for one stream)
 
     @property
     def fps(self) -> float:
@@ -257,6 +263,9 @@ def upscale_video(
     progress: ProgressCallback | None = None,
     queue_size: int = 8,
     cpu_threads: int | None = None,
+    segment: float | None = None,
+    resume: bool = True,
+    notify: Callable[[str], None] | None = None,
     **settings: Any,
 ) -> VideoSummary:
     """Upscale the video (or still image) ``src`` into ``dst``.
@@ -284,6 +293,15 @@ def upscale_video(
     cores on machines with fewer than 4, else all but one, left to decoding and encoding; the caller's setting
     is restored afterwards).
 
+    segment: seconds; process the video in keyframe-aligned segments of about that length (see
+    :data:`~elan_video.jobs.segments.DEFAULT_SEGMENT_SECONDS`), each encoded on its own and kept in the work
+    folder ``.DST.elan-work`` beside ``dst`` until the output is stitched from them without re-encoding (same
+    frames, timestamps and other streams as one stream gives). None: one stream, no work folder. Outputs that
+    cannot be stitched (raw elementary streams, Y4M, VP8/VP9 with alpha) are written as one stream.
+    resume: reuse the finished segments an earlier run of the same job left (checked: complete, decodable, the
+    frames recorded); a different source, model or output-changing option starts over with a warning.
+    notify: called with notes for the user that are not warnings ("resuming: 5 of 12 segments done").
+
     Raises InputError (missing, empty, unreadable input, no video, nothing decodable), OutputError (missing
     folder, ``dst`` is ``src``, ``dst`` exists without ``overwrite``) and OptionError (bad options) before
     any output is written; ``dst`` appears only once complete.
@@ -295,6 +313,8 @@ def upscale_video(
         raise OptionError(f"queue_size must be at least 1, got {queue_size}")
     if cpu_threads is not None and cpu_threads < 1:
         raise OptionError(f"cpu_threads must be at least 1, got {cpu_threads}")
+    if segment is not None and not segment > 0:
+        raise OptionError(f"segment must be a positive number of seconds, got {segment}")
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
     options = with_scale(options, outscale)
@@ -323,6 +343,19 @@ def upscale_video(
             preset=preset,
             outscale=outscale,
         )
+        if segment is not None and _stitchable(plan):
+            return _segmented_job(
+                job,
+                reader,
+                plan,
+                load(),
+                seconds=segment,
+                resume=resume,
+                notify=notify,
+                pix_fmt_given=pix_fmt is not None,
+                queue_size=queue_size,
+                cpu_threads=cpu_threads,
+            )
         return _video_job(
             job, reader, plan, load(), pix_fmt_given=pix_fmt is not None, queue_size=queue_size, cpu_threads=cpu_threads
         )
@@ -413,11 +446,7 @@ def _video_job(
             raise
         if writer.frames_written == 0:
             writer.abort()
-            if reader.decode_errors == 0 and (reader.start is not None or reader.end is not None):
-                start, end = reader.start, reader.end
-                span = f"{start or 0:g} s" + (f" to {end:g} s" if end is not None else " on")
-                raise InputError(f"{job.src}: no video frame from {span} (the video lasts {info.duration or 0:.3g} s)")
-            raise InputError(f"{job.src}: no video frame could be decoded")
+            _no_frames(job, info, start=reader.start, end=reader.end, damaged=reader.decode_errors > 0)
         writer.close()
     return job.summary(
         frames=writer.frames_written,
@@ -430,6 +459,182 @@ def _video_job(
         streams_reencoded=len(writer.reencoded),
         streams_dropped=len(writer.dropped),
     )
+
+
+# FFmpeg's AVFMT_NOTIMESTAMPS: a raw elementary stream's muxer, which keeps no timestamps to stitch by.
+_NO_TIMESTAMPS = 0x80
+
+
+def _stitchable(plan: EncoderPlan) -> bool:
+    """Whether segments encoded for ``plan`` can be joined into its output: not for raw streams without
+    timestamps, Y4M's wrapped frames (no packets), or VP8/VP9 with alpha (the alpha travels in packet side data,
+    which the segment files do not keep)."""
+    if plan.codec == "wrapped_avframe" or (plan.alpha and plan.codec.startswith("libvpx")):
+        return False
+    return plan.muxer is not None and not av.ContainerFormat(plan.muxer).flags & _NO_TIMESTAMPS
+
+
+def _job_key(job: _Job, reader: VideoReader, plan: EncoderPlan, up: Upscaler, seconds: float) -> dict[str, Any]:
+    """What a segmented job's segments are made from (see :mod:`~elan_video.jobs.workdir`): two runs with equal
+    keys make equal segments. Device and batch are left out: they change how fast, not what."""
+    colour = plan.colour
+    options = {
+        "scale": up.scale,
+        "precision": up.precision,
+        "backend": up.backend,
+        "tile": up.tile,
+        "tile_overlap": up.tile_overlap,
+        "max_memory": up.max_memory,
+        "outscale": job.outscale,
+        "start": reader.start,
+        "end": reader.end,
+        "deinterlace": reader.deinterlacing,
+        "segment": seconds,
+        "codec": plan.codec,
+        "pix_fmt": plan.pix_fmt,
+        "size": [plan.width, plan.height],
+        "crf": plan.crf,
+        "preset": plan.preset,
+        "encoder_options": plan.options,
+        "colour": [colour.matrix, colour.range, colour.primaries, colour.trc],
+        "time_base": str(plan.time_base),
+        "rate": str(plan.rate),
+        "pixels": plan.rgb_format,
+        "container": plan.muxer,
+    }
+    return {"source": source_fingerprint(job.src), "model": model_hash(up.model.state_dict()), "options": options}
+
+
+def _segmented_job(
+    job: _Job,
+    reader: VideoReader,
+    plan: EncoderPlan,
+    up: Upscaler,
+    *,
+    seconds: float,
+    resume: bool,
+    notify: Callable[[str], None] | None,
+    pix_fmt_given: bool,
+    queue_size: int,
+    cpu_threads: int | None,
+) -> VideoSummary:
+    """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
+    earlier run, then stitched into the output."""
+    info, src = reader.info, job.src
+    _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
+    start, end, deinterlace = reader.start, reader.end, reader.deinterlacing
+    segments = plan_segments(src, seconds=seconds, start=start, end=end)
+    key = _job_key(job, reader, plan, up, seconds)
+    folder = WorkFolder.open(job.dst, key, resume=resume, total=len(segments), warn=job.warn)
+    resumed = len(folder.done)
+    if resumed and notify is not None:
+        notify(f"resuming: {resumed} of {len(segments)} segments done")
+    total = sum(s.frames for s in segments)
+    done = sum(folder.done.values())
+    said: set[str] = set()
+
+    def warn_once(message: str) -> None:  # each segment's reader would repeat a warning about the source
+        if message not in said:
+            said.add(message)
+            job.warn(message)
+
+    decoded = errors = retimed = 0
+    try:
+        for s in segments:
+            if s.index in folder.done:
+                continue
+            base = done
+            progress = None if job.progress is None else _offset(job.progress, base, total)
+            with _refusals_named(job.dst), folder.segment_writer(s.index) as out:
+                result = encode_segment(
+                    src,
+                    s,
+                    plan,
+                    up,
+                    out,
+                    deinterlace=deinterlace,
+                    queue_size=queue_size,
+                    cpu_threads=cpu_threads,
+                    progress=progress,
+                    warn=warn_once,
+                )
+            folder.record(s.index, result.frames)
+            done += result.frames
+            decoded, errors, retimed = (
+                decoded + result.frames_decoded,
+                errors + result.decode_errors,
+                retimed + result.retimed,
+            )
+        files = [f for f in (read_segment_file(folder.segment_path(s.index)) for s in segments) if f and f.frames]
+        if not files:
+            _no_frames(job, info, start=start, end=end, damaged=errors > 0)
+        tmp = folder.path / f"output{job.dst.suffix}"
+        with _refusals_named(job.dst):
+            stitched = stitch(files, src, tmp, plan, start=start, end=end, warn=_as_from(job.dst, tmp, job.warn))
+        try:
+            os.replace(tmp, job.dst)
+        except OSError as exc:
+            raise OutputError(f"{job.dst}: cannot be written ({exc.strerror or exc})") from None
+    except ElanVideoError as exc:
+        if not folder.done:
+            folder.remove()
+            raise
+        kept = f"{len(folder.done)} of {len(segments)} segments are kept in {folder.path}"
+        raise type(exc)(f"{exc} ({kept}; the same command resumes from them)") from None
+    except BaseException:
+        if not folder.done:
+            folder.remove()
+        raise
+    folder.remove()
+    lost = _report_segment_losses(
+        job, info, decoded=decoded, errors=errors, retimed=retimed, ranged=bool(start or end), resumed=resumed
+    )
+    return job.summary(
+        frames=stitched.frames,
+        frames_lost=lost,
+        input_size=(info.width, info.height),
+        output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
+        codec=plan.codec,
+        pix_fmt=plan.pix_fmt,
+        streams_copied=len(stitched.copied),
+        streams_reencoded=len(stitched.reencoded),
+        streams_dropped=len(stitched.dropped),
+        segments=SegmentCounts(total=len(segments), resumed=resumed, processed=len(segments) - resumed),
+    )
+
+
+def _offset(progress: ProgressCallback, base: int, total: int) -> ProgressCallback:
+    """A segment's progress as the whole job's: frames before it added, the job's total."""
+    return lambda done, _: progress(base + done, total)
+
+
+def _report_segment_losses(
+    job: _Job, info: VideoInfo, *, decoded: int, errors: int, retimed: int, ranged: bool, resumed: int
+) -> int | None:
+    """:func:`_report_losses` for a segmented job: the frames this run decoded, damaged packets and retimed
+    frames summed over its segments (a resumed run knows only what its own segments met)."""
+    lost = None
+    if info.frames and not ranged and not resumed:
+        expected = info.estimated_frames or info.frames
+        lost = max(0, expected - decoded)
+        if lost:
+            job.warn(
+                f"{job.src}: {lost} of {expected} frames could not be decoded (damaged or truncated input); "
+                f"wrote the {decoded} that could"
+            )
+    if errors and not lost:
+        job.warn(f"{job.src}: {errors} damaged packets could not be decoded; their frames are missing")
+    if retimed:
+        job.warn(f"{job.src}: {retimed} frames had out-of-order timestamps and were moved forward")
+    return lost
+
+
+def _no_frames(job: _Job, info: VideoInfo, *, start: float | None, end: float | None, damaged: bool) -> NoReturn:
+    """Raise the InputError of a job that wrote no frame: a time range past the video, or nothing decodable."""
+    if not damaged and (start is not None or end is not None):
+        span = f"{start or 0:g} s" + (f" to {end:g} s" if end is not None else " on")
+        raise InputError(f"{job.src}: no video frame from {span} (the video lasts {info.duration or 0:.3g} s)")
+    raise InputError(f"{job.src}: no video frame could be decoded")
 
 
 def _warn_about_plan(job: _Job, reader: VideoReader, plan: EncoderPlan, *, pix_fmt_given: bool) -> None:

@@ -102,6 +102,9 @@ class EncoderPlan:
     # A grey source: frames are written with their luma in R, G and B, so that the few levels by which the
     # network's channels disagree on grey input give no colour tint.
     grey: bool = False
+    # FFmpeg's muxer for the output file ("mp4", "matroska", ...): an encoder made for a segment of the video
+    # is set up for it (global headers or in-band ones) although it writes no file of that kind itself.
+    muxer: str | None = None
 
     @property
     def alpha(self) -> bool:
@@ -359,6 +362,7 @@ def plan_encoder(
         sample_aspect_ratio=info.sample_aspect_ratio,
         display_matrix=_scaled_matrix(info.display_matrix, outscale or scale),
         grey=is_grey(info.pix_fmt),
+        muxer=muxer,
     )
 
 

@@ -143,7 +143,7 @@ class VideoReader:
         with open_input(self.path) as trial:
             stream = trial.streams[self.stream.index]
             try:
-                trial.seek(int(start / self.info.time_base), stream=stream, backward=True, any_frame=False)
+                trial.seek(round(start / self.info.time_base), stream=stream, backward=True, any_frame=False)
                 for packet in trial.demux(stream):
                     for frame in packet.decode():
                         return frame.pts is not None and float(frame.pts * stream.time_base) <= start + 1e-9
@@ -156,7 +156,9 @@ class VideoReader:
         streams = [self.stream, *(s for s in self.container.streams if s.index in passthrough)]
         tb = self.info.time_base
         if self.start and self._seek_lands_before(self.start):
-            self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+            # Rounded, not truncated: a start that is a keyframe's own time (a segment's) lands on that keyframe
+            # rather than one tick before it, on the keyframe before.
+            self.container.seek(round(self.start / tb), stream=self.stream, backward=True, any_frame=False)
         step = self._frame_step()
         last_pts: int | None = None
         index = 0

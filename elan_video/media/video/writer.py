@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -103,6 +104,11 @@ class VideoWriter:
     the container accepts the codec, else re-encode audio / drop the rest, with a :class:`VideoWarning`).
     Frames are H x W x 3 ``plan.rgb_format`` arrays at the unpadded size. Use as a context manager; the file
     is complete only after :meth:`close` returns without error.
+
+    ``packets``: encode one segment of a longer job. No file is written: the encoded video packets (in the
+    encoder's time base) go to this callable, from an encoder set up as one for ``plan.muxer`` would be (global
+    headers where that muxer takes them), so that segments stitched by :meth:`write_encoded` into a file of
+    that kind decode as one stream.
     """
 
     def __init__(
@@ -112,12 +118,18 @@ class VideoWriter:
         *,
         metadata: dict[str, str] | None = None,
         warn: WarnCallback | None = None,
+        packets: Callable[[av.Packet], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self._warn = warn or default_warn
         self.plan = plan
+        self._packets = packets
         try:
-            self.container = av.open(str(self.path), mode="w", options=dict(plan.muxer_options))
+            if packets is None:
+                self.container = av.open(str(self.path), mode="w", options=dict(plan.muxer_options))
+            else:
+                # Never started, so never written: it only gives the encoder the muxer's flags.
+                self.container = av.open(io.BytesIO(), mode="w", format=plan.muxer)
         except (ValueError, av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot be created ({exc})") from None
         try:
@@ -275,10 +287,26 @@ class VideoWriter:
         frame = frame.reformat(**options)
         frame.pts = pts
         frame.time_base = plan.time_base
-        for packet in self.video.encode(frame):
-            self.container.mux(packet)
+        self._send(self.video.encode(frame))
         self.frames_written += 1
         self._video_end = pts * plan.time_base + (1 / plan.rate if plan.rate else 0)
+
+    def _send(self, packets: list[av.Packet]) -> None:
+        if self._packets is None:
+            self.container.mux(packets)
+        else:
+            for packet in packets:
+                self._packets(packet)
+
+    def write_encoded(self, packet: av.Packet, *, frame_end: Fraction | None = None) -> None:
+        """Mux one already encoded video packet (from a :class:`VideoWriter` made with ``packets`` and this
+        writer's plan; ``packet.time_base`` set) as one frame of the output. ``frame_end``: seconds, where the
+        frames written so far end, for re-encoded audio that must reach it (MXF)."""
+        packet.stream = self.video
+        self.container.mux(packet)
+        self.frames_written += 1
+        if frame_end is not None:
+            self._video_end = max(self._video_end, frame_end)
 
     def mux(self, packet: av.Packet) -> None:
         """Copy (or re-encode) a packet of a stream attached by :meth:`add_streams_from`."""
@@ -364,7 +392,7 @@ class VideoWriter:
                 # uninitialised memory (muxers refused them or wrote them). Two pictures cannot be reordered.
                 for packet in last:
                     packet.dts = packet.pts
-            self.container.mux(last)
+            self._send(last)
             for src, out, resampler in self._reencodes.values():
                 for frame in src.codec_context.decode(None):
                     frame.pts = None
@@ -381,7 +409,7 @@ class VideoWriter:
         """Read the finished file back: whether a container/codec pair records the aspect ratio or the display
         matrix depends on both (and on the FFmpeg build), so ask the file rather than a table."""
         plan = self.plan
-        if plan.sample_aspect_ratio is None and plan.display_matrix is None:
+        if self._packets is not None or (plan.sample_aspect_ratio is None and plan.display_matrix is None):
             return
         with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(self.path)) as written:
             stream = written.streams.video[0]

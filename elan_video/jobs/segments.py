@@ -1,0 +1,162 @@
+"""Segments of a long video: where to cut it (at keyframes) and how one segment is upscaled and encoded on its own.
+
+A segment is a time range [start, end) of the source whose start is a keyframe's presentation time (the first
+segment's start is the job's, the last one's end the job's). It is decoded from the keyframe at or before its
+start (:class:`~elan_video.media.video.reader.VideoReader` seeks there) and keeps exactly the frames whose
+timestamps fall in the range. Decoders give frames in presentation order, so B-frames reordered across a cut, and
+an open GOP's leading pictures (decoded after the next segment's keyframe but shown before it), land in the
+segment their timestamps say; where decoding starts at a keyframe, its leading pictures (which reference the
+previous GOP) are shown before the start and dropped. Adjacent segments share the cut's time as a float computed
+the same way on both sides, so no frame is kept twice or lost; with variable frame rates nothing assumes a step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import av.error
+
+from ..errors import WarnCallback
+from ..media.video.encoding import EncoderPlan
+from ..media.video.probe import main_video, open_input
+from ..media.video.reader import VideoReader
+from ..media.video.writer import VideoWriter
+from ..model.upscaler import Upscaler
+from .segment_file import SegmentFileWriter
+from .streaming import ProgressCallback, run_stream
+
+__all__ = [
+    "DEFAULT_SEGMENT_SECONDS",
+    "Segment",
+    "SegmentCounts",
+    "SegmentResult",
+    "encode_segment",
+    "plan_segments",
+]
+
+DEFAULT_SEGMENT_SECONDS = 60.0
+"""About a minute: a crash costs at most that much video again (about 6 minutes of an H100 at 1080p -> 4K, the
+slowest common case), while the cost of a cut (one more keyframe, a decoder restart from the keyframe before,
+an encoder's lookahead warming up) stays far below 1 % of a segment; a two-hour film gives 120 segments, enough
+to keep 8 to 16 workers busy to the end."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames with timestamps in [start, end) seconds of the source (None: from the top / to the end);
+    ``frames``: the video packets presented in it, an estimate for progress (damage may lose some)."""
+
+    index: int
+    start: float | None
+    end: float | None
+    frames: int
+
+
+def plan_segments(
+    path: Path, *, seconds: float, start: float | None = None, end: float | None = None
+) -> tuple[Segment, ...]:
+    """Cut ``path``'s video (the range ``start``-``end`` of it, seconds) at keyframes into segments of at least
+    ``seconds`` each (the last may be shorter). Reads the packets' timestamps and keyframe flags only; decodes
+    nothing. A source whose packets carry no timestamps (a raw elementary stream) is one segment."""
+    times: list[float] = []  # presentation time of every video packet
+    keys: list[float] = []
+    with open_input(path) as container:
+        stream = main_video(container, path)
+        tb = Fraction(stream.time_base) if stream.time_base else None
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None or tb is None:
+                    return (Segment(0, start, end, len(times)),)
+                t = float(packet.pts * tb)
+                times.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: cut what was read, the reader decodes what it can
+    first = start if start is not None else -math.inf
+    last = end if end is not None else math.inf
+    cuts: list[float] = []
+    previous = start if start is not None else min(times, default=0.0)
+    for t in sorted(set(keys)):
+        if first < t < last and t - previous >= seconds:
+            cuts.append(t)
+            previous = t
+    bounds = [start, *cuts, end]
+    segments = []
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        low, high = (a if a is not None else -math.inf), (b if b is not None else math.inf)
+        segments.append(Segment(i, a, b, sum(1 for t in times if low - 1e-9 <= t < high - 1e-9)))
+    return tuple(segments)
+
+
+@dataclass(frozen=True)
+class SegmentCounts:
+    """A segmented job's segments: in all, taken over finished from an earlier run, and processed by this one."""
+
+    total: int
+    resumed: int
+    processed: int
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What encoding one segment did: frames written, and the reader's frames decoded, damaged packets and
+    retimed frames."""
+
+    frames: int
+    decode_errors: int
+    retimed: int
+    frames_decoded: int
+
+
+def encode_segment(
+    source: Path,
+    segment: Segment,
+    plan: EncoderPlan,
+    up: Upscaler,
+    out: BinaryIO,
+    *,
+    deinterlace: bool | None,
+    queue_size: int,
+    cpu_threads: int | None,
+    progress: ProgressCallback | None = None,
+    warn: WarnCallback | None = None,
+) -> SegmentResult:
+    """Decode ``segment`` of ``source``, upscale it with ``up`` and encode it with ``plan`` into the segment file
+    ``out`` (see :mod:`~elan_video.jobs.segment_file`; complete only when this returns). Frames keep their source
+    timestamps; no other stream is read (the stitch copies them once)."""
+    file = SegmentFileWriter(out)
+    with VideoReader(source, start=segment.start, end=segment.end, deinterlace=deinterlace, warn=warn) as reader:
+        reader.with_alpha = plan.alpha
+        writer = VideoWriter(f"segment {segment.index}", plan, packets=file.add, warn=warn)
+        try:
+            run_stream(
+                reader,
+                writer,
+                up,
+                passthrough=(),
+                batch=up.batch,
+                size=queue_size,
+                progress=progress,
+                total=segment.frames,
+                cpu_threads=cpu_threads,
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        file.finish(codec_context=writer.video.codec_context, frames=writer.frames_written)
+        return SegmentResult(
+            frames=writer.frames_written,
+            decode_errors=reader.decode_errors,
+            retimed=reader.retimed,
+            frames_decoded=reader.frames_decoded,
+        )

@@ -1,0 +1,201 @@
+"""Segmented jobs (upscale_video's ``segment``): keyframe-aligned cuts, exact boundaries, and stitching without
+re-encoding, against the single stream of the same job (lossless FFV1, so any frame lost, doubled or moved shows)."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from conftest import shared_path
+from pipeline_helpers import up2 as up2  # the shared fixture, re-exported so that pytest finds it here
+from video_clips import make_alpha_clip, make_clip, packets, video_frames
+
+from elan_video.jobs.pipeline import upscale_video
+from elan_video.jobs.segments import plan_segments
+from elan_video.jobs.workdir import work_folder_for
+from elan_video.media.video import VideoWarning
+from elan_video.model.upscaler import Upscaler, psnr
+
+# x264 with B-frames (3, pyramid) and a keyframe every 6 frames: 0.24 s at 25 fps, so segments of >= 0.3 s cut
+# at 0.48 s and 0.96 s and B-frames sit on both sides of every cut.
+BFRAMES = {"bf": "3", "g": "6", "keyint_min": "6", "sc_threshold": "0"}
+
+
+def _keyframe_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(p.pts * s.time_base) for p in c.demux(s) if p.size and p.is_keyframe]
+
+
+def test_segments_start_at_keyframes_and_count_every_frame_once(tmp_path: Path) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    segments = plan_segments(src, seconds=0.3)
+    assert [(s.start, s.end) for s in segments] == [(None, 0.48), (0.48, 0.96), (0.96, None)]
+    assert all(s.start in _keyframe_times(src) for s in segments[1:])
+    assert [s.frames for s in segments] == [12, 12, 6]
+    assert len(plan_segments(src, seconds=100)) == 1  # longer than the video: one segment
+    ranged = plan_segments(src, seconds=0.3, start=0.1, end=0.9)
+    assert [(s.start, s.end, s.frames) for s in ranged] == [(0.1, 0.48, 9), (0.48, 0.9, 11)]
+
+
+def _compare_lossless(seg: Path, one: Path, *, fmt: str = "rgb24", peak: float = 255.0) -> None:
+    """Every frame of ``seg`` equals ``one``'s (>= 50 dB, guarded), at the same timestamps."""
+    got, want = video_frames(seg, fmt), video_frames(one, fmt)
+    assert [t for t, _ in got] == [t for t, _ in want]
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert psnr(a, b, peak=peak) >= 50.0  # measured: identical (inf dB)
+    # Guard: a one-frame shift at a cut (a frame lost or doubled there) falls far below.
+    shifted = [psnr(want[i][1], want[i + 1][1], peak=peak) for i in range(len(want) - 1)]
+    assert max(shifted) < 50.0
+
+
+def _both(src: Path, tmp_path: Path, up: Upscaler, suffix: str = ".mkv", **options: object) -> tuple[Path, Path]:
+    seg, one = tmp_path / f"seg{suffix}", tmp_path / f"one{suffix}"
+    summary = upscale_video(src, seg, model=up, segment=0.3, **options)
+    assert summary.segments is not None and summary.segments.total >= 2
+    assert summary.segments.processed == summary.segments.total and summary.segments.resumed == 0
+    single = upscale_video(src, one, model=up, **options)
+    assert summary.frames == single.frames and single.segments is None
+    assert not work_folder_for(seg).exists()
+    return seg, one
+
+
+def test_h264_with_b_frames_and_audio_in_mp4_stitches_to_the_single_stream(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    audio = shared_path("data", "video", "imageio_realshort.mp4")
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES, audio_from=audio)
+    seg, one = _both(src, tmp_path, up2, codec="ffv1", pix_fmt="gbrp")
+    _compare_lossless(seg, one)
+    assert len(video_frames(seg)) == 30
+    assert packets(seg, "audio") == packets(one, "audio") != []
+
+
+def test_variable_frame_rate_keeps_every_timestamp_across_cuts(tmp_path: Path, up2: Upscaler) -> None:
+    tb = Fraction(1, 90000)
+    steps = [3000, 1500, 6000, 900, 3600, 3000, 1200, 4500] * 3
+    pts = [sum(steps[:i]) for i in range(len(steps))]
+    src = tmp_path / "vfr.mp4"
+    make_clip(src, pts=pts, time_base=tb, rate=Fraction(30), size=(32, 24), options={"g": "5", "bf": "2"})
+    seg, one = _both(src, tmp_path, up2, suffix=".mp4", codec="ffv1", pix_fmt="bgr0")
+    _compare_lossless(seg, one)
+    assert [t for t, _ in video_frames(seg)] == pytest.approx([float(p * tb) for p in pts], abs=1e-9)
+
+
+def test_ten_bit_hevc_stays_ten_bit_and_lossless_across_cuts(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "deep.mkv"
+    make_clip(src, frames=24, size=(32, 24), codec="libx265", pix_fmt="yuv420p10le", options=_X265)
+    seg, one = _both(src, tmp_path, up2, codec="ffv1", pix_fmt="gbrp10le")
+    _compare_lossless(seg, one, fmt="rgb48le", peak=65535.0)
+    with av.open(str(seg)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "gbrp10le"
+
+
+_X265 = {"x265-params": "log-level=error:keyint=6:min-keyint=6:scenecut=0:bframes=2"}
+
+
+def test_alpha_is_kept_across_cuts(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "alpha.mkv"
+    make_alpha_clip(src, codec="ffv1", pix_fmt="yuva420p", frames=12, options={"g": "4"})  # 10 fps
+    seg, one = _both(src, tmp_path, up2, codec="ffv1")
+    _compare_lossless(seg, one, fmt="rgba")
+    alpha = video_frames(seg, "rgba")[0][1][..., 3]
+    assert alpha.min() < 128 < alpha.max()
+
+
+def test_default_codec_through_segments_decodes_as_one_stream(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    seg, one = _both(src, tmp_path, up2, suffix=".mp4")
+    with av.open(str(seg)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        stamps = [(p.pts, p.dts) for p in c.demux(stream) if p.size]
+        decoded = sum(1 for _ in c.decode(video=0))
+    dts = [d for _, d in stamps]
+    assert all(b > a for a, b in itertools.pairwise(dts))  # strictly increasing across the cuts
+    assert all(d <= p for p, d in stamps)
+    assert any(p != d for p, d in stamps)  # B-frames were reordered: the check above meant something
+    with av.open(str(seg)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert decoded == 30
+    assert [t for t, _ in video_frames(seg)] == [t for t, _ in video_frames(one)]
+    # The same encoder with the same settings: the joined stream is as good as the single one.
+    got, want = video_frames(seg), video_frames(one)
+    assert min(psnr(a, b) for (_, a), (_, b) in zip(got, want, strict=True)) >= 35.0
+
+
+def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    dst = tmp_path / "out.mkv"
+    options = {"model": up2, "segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+
+    def stop_in_the_second_segment(done: int, total: int | None) -> None:
+        if done == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, progress=stop_in_the_second_segment, **options)
+    work = work_folder_for(dst)
+    assert not dst.exists() and sorted(p.name for p in work.glob("*.elanseg")) == ["segment-00000.elanseg"]
+
+    # Another pixel format (an output-changing option): the finished segment is not reused.
+    with pytest.warns(VideoWarning, match="made with another pix_fmt; starting over"), pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, progress=stop_in_the_second_segment, **(options | {"pix_fmt": "yuv444p"}))
+    assert sorted(p.name for p in work.glob("*.elanseg")) == ["segment-00000.elanseg"]
+
+    # The same job again: its finished segment is checked and reused.
+    with pytest.warns(VideoWarning, match="made with another pix_fmt"), pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, progress=stop_in_the_second_segment, **options)
+    notes: list[str] = []
+    summary = upscale_video(src, dst, notify=notes.append, **options)
+    assert notes == ["resuming: 1 of 3 segments done"]
+    assert summary.segments is not None and (summary.segments.resumed, summary.segments.processed) == (1, 2)
+    assert summary.frames == 30 and not work.exists()
+    reference = tmp_path / "reference.mkv"
+    upscale_video(src, reference, **options)
+    _compare_lossless(dst, reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "out.mkv", "reference.mkv"]
+
+
+def test_a_damaged_segment_file_is_made_again_and_no_resume_starts_over(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    dst = tmp_path / "out.mkv"
+    options = {"model": up2, "segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+
+    def stop_in_the_third_segment(done: int, total: int | None) -> None:
+        if done == 26:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, progress=stop_in_the_third_segment, **options)
+    first = work_folder_for(dst) / "segment-00000.elanseg"
+    data = first.read_bytes()
+    first.write_bytes(data[:100] + bytes(200) + data[300:])  # same length, trailer intact, payload damaged
+    summary = upscale_video(src, dst, **options)
+    assert summary.segments is not None and summary.segments.resumed == 1  # only the second one was sound
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, progress=stop_in_the_third_segment, overwrite=True, **options)
+    summary = upscale_video(src, dst, overwrite=True, resume=False, **options)
+    assert summary.segments is not None and summary.segments.resumed == 0
+    assert len(video_frames(dst)) == 30
+
+
+def test_time_range_in_segments_keeps_only_that_part(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    summary = upscale_video(src, tmp_path / "part.mkv", model=up2, segment=0.3, start=0.1, end=0.9, codec="ffv1")
+    assert summary.segments is not None and summary.segments.total == 2
+    assert [t for t, _ in video_frames(tmp_path / "part.mkv")] == pytest.approx([i * 0.04 for i in range(3, 23)])
+
+
+def test_raw_stream_output_falls_back_to_one_stream(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=8, size=(32, 24))
+    summary = upscale_video(src, tmp_path / "out.264", model=up2, segment=0.1)
+    assert summary.segments is None and summary.frames == 8
