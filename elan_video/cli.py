@@ -241,11 +241,12 @@ class _Console:
 def _summary_line(summary: VideoSummary) -> str:
     """One line on what :func:`~elan_video.jobs.pipeline.upscale_video` wrote."""
     w, h = summary.output_size
+    network = f" [{summary.backend} {summary.precision}]" if summary.backend else ""
     if summary.codec:  # a video
         what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
-        return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps)"
+        return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps){network}"
     what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
-    return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s"
+    return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s{network}"
 
 
 def _summary_json(summary: VideoSummary) -> dict[str, Any]:
@@ -260,6 +261,8 @@ def _summary_json(summary: VideoSummary) -> dict[str, Any]:
         "codec": summary.codec,
         "pix_fmt": summary.pix_fmt,
         "frames_lost": summary.frames_lost,
+        "backend": summary.backend,
+        "precision": summary.precision,
         "segments": None
         if counts is None
         else {"total": counts.total, "resumed": counts.resumed, "processed": counts.processed},

@@ -7,6 +7,7 @@ or temporary file is left beside the destination.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,16 @@ def test_upscales_a_video_with_the_default_command(tmp_path: Path, clip: Path) -
     frames = video_frames(tmp_path / "out.mp4")
     assert len(frames) == 5 and frames[0][1].shape == (48, 64, 3)
     assert "out.mp4: 64x48, 5 frames, libx264 yuv420p" in err
+    assert err.strip().endswith("fps) [eager fp32]")  # the summary names how the network ran
+
+
+def test_the_summary_names_the_precision_auto_chose(tmp_path: Path, clip: Path) -> None:
+    args = ["--model", tiny_checkpoint(tmp_path), "--device", "cpu", "--json"]
+    code, out, err = run(clip, tmp_path / "out.mkv", *args)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["backend"] == "eager" and summary["precision"] in ("fp32", "bf16")  # resolved, never "auto"
+    assert err.strip().endswith(f"[eager {summary['precision']}]")
 
 
 def test_encoder_options_reach_the_encoder(tmp_path: Path, clip: Path) -> None:

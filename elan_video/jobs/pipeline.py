@@ -76,6 +76,8 @@ class VideoSummary:
     streams_dropped: int = 0
     warnings: tuple[str, ...] = ()
     segments: SegmentCounts | None = None  # a segmented job's (None for one stream)
+    backend: str | None = None  # how the network ran, "auto" resolved (None where it never ran)
+    precision: str | None = None
 
     @property
     def fps(self) -> float:
@@ -319,7 +321,7 @@ def upscale_video(
     _check_destination(src_path, dst_path, overwrite=overwrite)
     options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
-    load = functools.partial(upscaler_for, options)
+    load = functools.partial(job.load, options)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
@@ -371,6 +373,12 @@ class _Job:
     progress: ProgressCallback | None
     outscale: float | None
     messages: list[str] = field(default_factory=list)
+    upscaler: Upscaler | None = None
+
+    def load(self, options: UpscaleOptions) -> Upscaler:
+        """The job's network (kept, so that the summary can say which backend and precision it ran with)."""
+        self.upscaler = upscaler_for(options)
+        return self.upscaler
 
     def warn(self, message: str) -> None:
         self.messages.append(message)
@@ -382,6 +390,8 @@ class _Job:
             destination=self.dst,
             seconds=time.perf_counter() - self.began,
             warnings=tuple(self.messages),
+            backend=self.upscaler.backend if self.upscaler else None,
+            precision=self.upscaler.precision if self.upscaler else None,
             **facts,
         )
 
