@@ -135,10 +135,26 @@ def main() -> None:
     "folder beside DESTINATION so that rerunning the same command after a crash or Ctrl-C resumes.",
 )
 @click.option("--no-resume", is_flag=True, help="Start over: discard the segments an earlier run left.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Process a video's segments on this many Ray workers (pip install 'elan-video[ray]'), on a Ray started "
+    "for the job here, or on the --ray cluster [default: 1; with --ray, one per GPU of the cluster, else per node].",
+)
+@click.option("--ray", "ray_address", default=None, help="Run on the Ray cluster at this address (e.g. HOST:6379).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job's summary as one JSON object on stdout.")
 @_fails_cleanly
 def upscale(
-    source: str, destination: str, quiet: bool, segment: float, no_resume: bool, as_json: bool, **values: Any
+    source: str,
+    destination: str,
+    quiet: bool,
+    segment: float,
+    no_resume: bool,
+    workers: int | None,
+    ray_address: str | None,
+    as_json: bool,
+    **values: Any,
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
@@ -172,6 +188,8 @@ def upscale(
         warnings.showwarning = console.show
         try:
             if folder:
+                if (workers or 1) > 1 or ray_address:
+                    raise OptionError(f"{source}: a folder of images; --workers and --ray apply to videos only")
                 result = upscale_folder(
                     Path(source), Path(destination), options=options, progress=progress, on_error=failed_file, **values
                 )
@@ -184,6 +202,8 @@ def upscale(
                     segment=segment,
                     resume=not no_resume,
                     notify=None if quiet else console.say,
+                    workers=workers,
+                    ray_address=ray_address,
                     **values,
                 )
         except KeyboardInterrupt:

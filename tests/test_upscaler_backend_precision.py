@@ -85,7 +85,7 @@ def _shifted_psnr(model: ELAN, image: np.ndarray) -> float:
 def test_auto_falls_back_to_fp32_when_the_reduced_precision_misses_45_db(monkeypatch: pytest.MonkeyPatch) -> None:
     # bf16 offered as a candidate whatever this CPU's matmul speed (a CPU without native bf16 emulates it, slowly
     # but correctly), so that the accuracy check decides.
-    monkeypatch.setattr(upscaler_module, "precision_candidates", lambda device: ["bf16"])
+    monkeypatch.setattr(upscaler_module, "precision_candidates", lambda device, backend="eager": ["bf16"])
     image = pattern(5, 48, 40)  # smaller than the 64-pixel probe: the whole picture is measured
     model = _inaccurate_in_reduced_precision(detail_elan(2))
     assert _bf16_psnr(model, image) < MIN_PSNR_DB - 10  # the premise: bf16 is genuinely far off here (26.7 dB)

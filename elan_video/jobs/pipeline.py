@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import av
 import numpy as np
@@ -44,10 +44,13 @@ from ..model.checkpoint import load_model
 from ..model.options import SCALES, UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
 from .segment_file import read_segment_file
-from .segments import SegmentCounts, encode_segment, plan_segments
+from .segments import DEFAULT_SEGMENT_SECONDS, SegmentCounts, encode_segment, plan_segments, segment_plan
 from .stitch import stitch
 from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
 from .workdir import WorkFolder, model_hash, source_fingerprint
+
+if TYPE_CHECKING:
+    from .distributed import ScaleOut
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
@@ -268,6 +271,8 @@ def upscale_video(
     segment: float | None = None,
     resume: bool = True,
     notify: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
     **settings: Any,
 ) -> VideoSummary:
     """Upscale the video (or still image) ``src`` into ``dst``.
@@ -303,6 +308,11 @@ def upscale_video(
     resume: reuse the finished segments an earlier run of the same job left (checked: complete, decodable, the
     frames recorded); a different source, model or output-changing option starts over with a warning.
     notify: called with notes for the user that are not warnings ("resuming: 5 of 12 segments done").
+    workers: segments processed at once by that many Ray actors (``pip install 'elan-video[ray]'``), on a Ray
+    started for the job on this machine, or on the cluster at ``ray_address`` (there None means one per GPU of
+    the cluster, else one per node; here None and 1 mean no Ray); see :mod:`~elan_video.jobs.distributed`.
+    Either implies ``segment`` (:data:`~elan_video.jobs.segments.DEFAULT_SEGMENT_SECONDS` when None). A
+    process already connected to Ray (``ray.init()``) keeps its connection.
 
     Raises InputError (missing, empty, unreadable input, no video, nothing decodable), OutputError (missing
     folder, ``dst`` is ``src``, ``dst`` exists without ``overwrite``) and OptionError (bad options) before
@@ -317,6 +327,15 @@ def upscale_video(
         raise OptionError(f"cpu_threads must be at least 1, got {cpu_threads}")
     if segment is not None and not segment > 0:
         raise OptionError(f"segment must be a positive number of seconds, got {segment}")
+    if workers is not None and workers < 1:
+        raise OptionError(f"workers must be at least 1, got {workers}")
+    scale_out = None
+    if (workers or 1) > 1 or ray_address is not None:
+        from .distributed import ScaleOut, require_ray
+
+        require_ray(workers, ray_address)
+        scale_out = ScaleOut(workers, ray_address, options.device)
+        segment = segment if segment is not None else DEFAULT_SEGMENT_SECONDS
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
     options = with_scale(options, outscale)
@@ -332,6 +351,7 @@ def upscale_video(
             start=start,
             end=end,
             deinterlace=deinterlace,
+            workers=workers if scale_out is not None else None,
         )
         return _image_job(job, load)
     with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=job.warn) as reader:
@@ -345,6 +365,8 @@ def upscale_video(
             preset=preset,
             outscale=outscale,
         )
+        if scale_out is not None and not _stitchable(plan):
+            job.warn(f"{dst_path.name}: this output cannot be joined from segments; written as one stream here")
         if segment is not None and _stitchable(plan):
             return _segmented_job(
                 job,
@@ -357,6 +379,7 @@ def upscale_video(
                 pix_fmt_given=pix_fmt is not None,
                 queue_size=queue_size,
                 cpu_threads=cpu_threads,
+                scale_out=scale_out,
             )
         return _video_job(
             job, reader, plan, load(), pix_fmt_given=pix_fmt is not None, queue_size=queue_size, cpu_threads=cpu_threads
@@ -527,12 +550,14 @@ def _segmented_job(
     pix_fmt_given: bool,
     queue_size: int,
     cpu_threads: int | None,
+    scale_out: ScaleOut | None = None,
 ) -> VideoSummary:
     """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
     earlier run, then stitched into the output."""
     info, src = reader.info, job.src
     _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
     start, end, deinterlace = reader.start, reader.end, reader.deinterlacing
+    plan = segment_plan(plan)
     segments = plan_segments(src, seconds=seconds, start=start, end=end)
     key = _job_key(job, reader, plan, up, seconds)
     folder = WorkFolder.open(job.dst, key, resume=resume, total=len(segments), warn=job.warn)
@@ -550,6 +575,28 @@ def _segmented_job(
 
     decoded = errors = retimed = 0
     try:
+        if scale_out is not None:
+            from .distributed import run_segments
+
+            results = run_segments(
+                scale_out,
+                source=src,
+                info=info,
+                segments=[s for s in segments if s.index not in folder.done],
+                plan=plan,
+                up=up,
+                folder=folder,
+                deinterlace=deinterlace,
+                queue_size=queue_size,
+                cpu_threads=cpu_threads,
+                progress=job.progress,
+                done=done,
+                total=total,
+                warn=warn_once,
+            ).values()
+            decoded = sum(r.frames_decoded for r in results)
+            errors = sum(r.decode_errors for r in results)
+            retimed = sum(r.retimed for r in results)
         for s in segments:
             if s.index in folder.done:
                 continue

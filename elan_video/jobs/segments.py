@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -24,7 +25,7 @@ import av.error
 
 from ..errors import WarnCallback
 from ..media.video.encoding import EncoderPlan
-from ..media.video.probe import main_video, open_input
+from ..media.video.probe import VideoInfo, main_video, open_input
 from ..media.video.reader import VideoReader
 from ..media.video.writer import VideoWriter
 from ..model.upscaler import Upscaler
@@ -38,6 +39,8 @@ __all__ = [
     "SegmentResult",
     "encode_segment",
     "plan_segments",
+    "segment_plan",
+    "worker_plan",
 ]
 
 DEFAULT_SEGMENT_SECONDS = 60.0
@@ -97,6 +100,31 @@ def plan_segments(
     return tuple(segments)
 
 
+def segment_plan(plan: EncoderPlan) -> EncoderPlan:
+    """The plan a segmented job encodes with: ``plan``, but for x265 without its encoder-information SEI (it names
+    the CPU's features and the thread counts, and x265 puts it in the global header that the stitcher compares
+    across segments) and with wavefront parallelism on whatever the thread pool (the picture parameter set
+    records it). Then every x265 segment has the same header on any worker with any threads; the other encoders'
+    global headers do not depend on threads."""
+    if plan.codec != "libx265":
+        return plan
+    params = plan.options.get("x265-params", "")
+    pinned = "info=0:wpp=1"
+    return replace(plan, options=plan.options | {"x265-params": f"{params}:{pinned}" if params else pinned})
+
+
+def worker_plan(plan: EncoderPlan, threads: int) -> EncoderPlan:
+    """``plan`` (from :func:`segment_plan`) for a worker given ``threads`` CPU threads: x264 and x265 use that
+    many (by default each takes every core of the machine, once per worker)."""
+    if plan.codec == "libx264":
+        return replace(plan, options=plan.options | {"threads": str(threads)})
+    if plan.codec == "libx265":
+        frame_threads = 1 if threads < 4 else 2 if threads < 8 else 3 if threads < 16 else 4  # x265's own ladder
+        params = f"{plan.options['x265-params']}:pools={threads}:frame-threads={frame_threads}"
+        return replace(plan, options=plan.options | {"x265-params": params})
+    return plan
+
+
 @dataclass(frozen=True)
 class SegmentCounts:
     """A segmented job's segments: in all, taken over finished from an earlier run, and processed by this one."""
@@ -129,12 +157,17 @@ def encode_segment(
     cpu_threads: int | None,
     progress: ProgressCallback | None = None,
     warn: WarnCallback | None = None,
+    info: VideoInfo | None = None,
+    opener: Callable[[], BinaryIO] | None = None,
 ) -> SegmentResult:
     """Decode ``segment`` of ``source``, upscale it with ``up`` and encode it with ``plan`` into the segment file
     ``out`` (see :mod:`~elan_video.jobs.segment_file`; complete only when this returns). Frames keep their source
-    timestamps; no other stream is read (the stitch copies them once)."""
+    timestamps; no other stream is read (the stitch copies them once). ``info``/``opener``: see
+    :class:`~elan_video.media.video.reader.VideoReader` (a Ray worker reads the bytes it was sent)."""
     file = SegmentFileWriter(out)
-    with VideoReader(source, start=segment.start, end=segment.end, deinterlace=deinterlace, warn=warn) as reader:
+    with VideoReader(
+        source, start=segment.start, end=segment.end, deinterlace=deinterlace, warn=warn, info=info, opener=opener
+    ) as reader:
         reader.with_alpha = plan.alpha
         writer = VideoWriter(f"segment {segment.index}", plan, packets=file.add, warn=warn)
         try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -130,9 +132,11 @@ def check_source(path: str | Path) -> Path:
     return p
 
 
-def open_input(path: Path) -> av.container.InputContainer:
+def open_input(path: Path, opener: Callable[[], BinaryIO] | None = None) -> av.container.InputContainer:
+    """``path`` opened by FFmpeg; with ``opener``, the file object it gives instead (the bytes of ``path`` that a
+    worker machine was sent), ``path`` then only naming it."""
     try:
-        return av.open(str(path), mode="r")
+        return av.open(opener() if opener is not None else str(path), mode="r")
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise InputError(f"{path}: not a video or image FFmpeg can read ({reason})") from None

@@ -3,10 +3,11 @@ deinterlacing and alpha, passing other streams' packets through in demux order."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -14,7 +15,7 @@ import numpy as np
 
 from ...errors import OptionError, WarnCallback, default_warn
 from .pixels import alpha_plane
-from .probe import alpha_decoder, check_source, is_cover, open_input, video_info
+from .probe import VideoInfo, alpha_decoder, check_source, is_cover, open_input, video_info
 
 __all__ = ["DecodedFrame", "VideoReader", "read_frames"]
 
@@ -51,7 +52,9 @@ class VideoReader:
     ``deinterlace`` runs FFmpeg's bwdif on the frames flagged interlaced (one frame out per frame in, same
     timestamps); None does so when the stream says it is interlaced. ``alpha`` adds each frame's alpha channel
     to its :class:`DecodedFrame` where the source has one. Damaged data is skipped, not fatal:
-    ``decode_errors`` counts packets the decoder refused. Use as a context manager.
+    ``decode_errors`` counts packets the decoder refused. ``info``: the stream's :class:`VideoInfo` as probed
+    already (not probed again); ``opener``: gives the file object to read instead of ``path`` (a Ray worker's
+    bytes of the source). Use as a context manager.
     """
 
     def __init__(
@@ -63,17 +66,20 @@ class VideoReader:
         deinterlace: bool | None = False,
         alpha: bool = False,
         warn: WarnCallback | None = None,
+        info: VideoInfo | None = None,
+        opener: Callable[[], BinaryIO] | None = None,
     ) -> None:
         if start is not None and start < 0:
             raise OptionError(f"start must be >= 0 seconds, got {start}")
         if end is not None and start is not None and end <= start:
             raise OptionError(f"end must be after start, got start={start}, end={end}")
-        self.path = check_source(path)
+        self.path = check_source(path) if opener is None else Path(path)
         self.start, self.end = start, end
         self._warn = warn or default_warn
-        self.container = open_input(self.path)
+        self._opener = opener
+        self.container = open_input(self.path, opener)
         try:
-            self.info = video_info(self.container, self.path)
+            self.info = info if info is not None else video_info(self.container, self.path)
         except BaseException:
             self.container.close()
             raise
@@ -140,7 +146,7 @@ class VideoReader:
         An MPEG-TS has no index: FFmpeg searches it by timestamp and may land past the keyframe, after which
         nothing decodes until the next one (a GOP of frames lost), and a raw stream cannot seek at all. Those
         are decoded from the top instead and skipped up to ``start``."""
-        with open_input(self.path) as trial:
+        with open_input(self.path, self._opener) as trial:
             stream = trial.streams[self.stream.index]
             try:
                 trial.seek(round(start / self.info.time_base), stream=stream, backward=True, any_frame=False)
@@ -151,14 +157,19 @@ class VideoReader:
                 pass
         return False
 
+    def seek_to_start(self) -> None:
+        """Seek to the keyframe at or before ``start`` where that lands right (else decoding starts at the top)."""
+        if self.start and self._seek_lands_before(self.start):
+            # Rounded, not truncated: a start that is a keyframe's own time (a segment's) lands on that keyframe
+            # rather than one tick before it, on the keyframe before.
+            tb = self.info.time_base
+            self.container.seek(round(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+
     def items(self, passthrough: tuple[int, ...] = ()) -> Iterator[DecodedFrame | av.Packet]:
         """Decoded video frames and passthrough packets in demux order (see the class docstring)."""
         streams = [self.stream, *(s for s in self.container.streams if s.index in passthrough)]
         tb = self.info.time_base
-        if self.start and self._seek_lands_before(self.start):
-            # Rounded, not truncated: a start that is a keyframe's own time (a segment's) lands on that keyframe
-            # rather than one tick before it, on the keyframe before.
-            self.container.seek(round(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+        self.seek_to_start()
         step = self._frame_step()
         last_pts: int | None = None
         index = 0

@@ -1,0 +1,229 @@
+"""Segments on Ray workers (``--workers N``, :mod:`elan_video.jobs.distributed`), with real Ray on a local 2-CPU
+cluster: the output equals the one-worker output exactly (FFV1 lossless), a worker killed mid-segment costs that
+segment only, and without Ray ``--workers 2`` says how to install it. The workers get only the bytes of the source
+that their segment reads (:mod:`elan_video.jobs.source_bytes`), checked first without Ray.
+
+Ray starts once for the module (about 6 s here); each job then starts its actors (a Python with torch and PyAV
+each, about 3 s on 2 busy cores). One test runs the command line, which starts a Ray of its own for the job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from conftest import detail_elan, shared_path
+from video_clips import make_clip, packets, video_frames
+
+from elan_video.jobs.pipeline import upscale_video
+from elan_video.jobs.segments import encode_segment, plan_segments, segment_plan, worker_plan
+from elan_video.jobs.source_bytes import segment_source
+from elan_video.jobs.workdir import work_folder_for
+from elan_video.media.video.encoding import plan_encoder
+from elan_video.media.video.reader import VideoReader
+from elan_video.model.checkpoint import save_safetensors
+from elan_video.model.upscaler import Upscaler
+
+_SCRIPT = Path(sys.executable).with_name("elan-video")
+ELAN_VIDEO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "elan_video"]
+REPO = Path(__file__).resolve().parents[1]
+# A tiny model is all per-operator overhead: PyTorch's spinning threads would starve decoding on 2 cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# x264 with B-frames and a keyframe every 6 frames (0.24 s at 25 fps): segments of 0.3 s cut at 0.48 s, 0.96 s...
+BFRAMES = {"bf": "3", "g": "6", "keyint_min": "6", "sc_threshold": "0"}
+LOSSLESS = {"codec": "ffv1", "pix_fmt": "gbrp", "segment": 0.3}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An H.264 clip with B-frames across every cut, and audio."""
+    src = tmp_path_factory.mktemp("ray") / "b.mp4"
+    make_clip(
+        src, frames=36, size=(32, 24), options=BFRAMES, audio_from=shared_path("data", "video", "imageio_realshort.mp4")
+    )
+    return src
+
+
+@pytest.fixture(scope="module")
+def up2() -> Upscaler:
+    return Upscaler(detail_elan(2), scale=2, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def reference(clip: Path, up2: Upscaler) -> Path:
+    """The clip upscaled in segments on this process alone (no Ray)."""
+    out = clip.with_name("one-worker.mkv")
+    summary = upscale_video(clip, out, model=up2, **LOSSLESS)
+    assert summary.segments is not None and summary.segments.total == 3
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+def _assert_same(got: Path, want: Path) -> None:
+    """Identical frames at identical timestamps, and the same audio packets."""
+    a, b = video_frames(got), video_frames(want)
+    assert [t for t, _ in a] == [t for t, _ in b] and len(a) == 36
+    assert all((x == y).all() for (_, x), (_, y) in zip(a, b, strict=True))
+    assert packets(got, "audio") == packets(want, "audio") != []
+
+
+# -- the bytes a worker is sent (no Ray) ------------------------------------------------------------------------
+
+
+def test_a_segment_decoded_from_the_bytes_sent_equals_one_decoded_from_the_file(tmp_path: Path, up2: Upscaler) -> None:
+    src = tmp_path / "b.mkv"
+    make_clip(src, frames=72, size=(32, 24), options={**BFRAMES, "g": "12", "keyint_min": "12", "crf": "0"})
+    with VideoReader(src) as reader:
+        info = reader.info
+    plan = plan_encoder(tmp_path / "out.mkv", info, scale=2, codec="ffv1", pix_fmt="gbrp")
+    segments = plan_segments(src, seconds=0.9)
+    assert len(segments) == 3
+    for segment in segments:
+        local, remote = io.BytesIO(), io.BytesIO()
+        encode_segment(src, segment, plan, up2, local, deinterlace=None, queue_size=4, cpu_threads=1)
+        sent = segment_source(src, info, segment, deinterlace=None)
+        elsewhere = Path("/nowhere") / src.name  # the worker has no such file
+        encode_segment(
+            elsewhere, segment, plan, up2, remote, deinterlace=None, queue_size=4, cpu_threads=1,
+            info=info, opener=sent.open,
+        )  # fmt: skip
+        assert not sent.misses and remote.getvalue() == local.getvalue()
+
+    # A hole where the reader needs bytes is reported, and the same segment with those bytes added is whole.
+    segment = segments[1]
+    sent = segment_source(src, info, segment, deinterlace=None)
+    offset, data = sent.chunks[-1]
+    sent.chunks[-1] = (offset, data[: len(data) // 2])
+    encode_segment(
+        Path("/nowhere") / src.name, segment, plan, up2, io.BytesIO(), deinterlace=None, queue_size=4,
+        cpu_threads=1, info=info, opener=sent.open,
+    )  # fmt: skip
+    assert sent.misses
+    again, out, local = sent.adding(src, sent.misses), io.BytesIO(), io.BytesIO()
+    encode_segment(
+        Path("/nowhere") / src.name, segment, plan, up2, out, deinterlace=None, queue_size=4, cpu_threads=1,
+        info=info, opener=again.open,
+    )  # fmt: skip
+    encode_segment(src, segment, plan, up2, local, deinterlace=None, queue_size=4, cpu_threads=1)
+    assert not again.misses and out.getvalue() == local.getvalue()
+
+
+def test_a_worker_is_sent_the_header_and_its_segment_not_the_whole_file(tmp_path: Path) -> None:
+    src = tmp_path / "long.mkv"
+    make_clip(src, frames=1500, size=(64, 48), options={**BFRAMES, "g": "250", "keyint_min": "250", "crf": "0"})
+    with VideoReader(src) as reader:
+        info = reader.info
+    segments = plan_segments(src, seconds=10)
+    assert len(segments) == 6
+    sizes = [segment_source(src, info, segment, deinterlace=None).nbytes for segment in segments]
+    # FFmpeg's probe reads the first 5 s or so; beyond that, each segment's own sixth of the file and a little.
+    assert max(sizes[2:]) < 0.5 * src.stat().st_size
+
+
+def _x265_header(plan_options: dict[str, str]) -> bytes:
+    encoder = av.CodecContext.create("libx265", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 640, 480, "yuv420p"
+    encoder.time_base, encoder.framerate = Fraction(1, 25), Fraction(25)
+    encoder.options = plan_options
+    encoder.flags |= av.codec.context.Flags.global_header
+    encoder.open()
+    return bytes(encoder.extradata)
+
+
+def test_x265_segments_have_one_header_whatever_the_workers_threads(tmp_path: Path) -> None:
+    src = tmp_path / "s.mp4"
+    make_clip(src, frames=2, size=(320, 240))
+    with VideoReader(src) as reader:
+        plan = segment_plan(plan_encoder(tmp_path / "o.mkv", reader.info, scale=2, codec="libx265"))
+    headers = {_x265_header(worker_plan(plan, threads).options) for threads in (1, 3, 16)}
+    assert len(headers) == 1
+    # Guard: without the pins, x265 writes its thread counts (and the CPU's features) into the header.
+    unpinned = {_x265_header({**plan.options, "x265-params": f"log-level=error:pools={n}:frame-threads={n}"})
+                for n in (1, 3)}  # fmt: skip
+    assert len(unpinned) == 2
+
+
+# -- on Ray -----------------------------------------------------------------------------------------------------
+
+
+def test_two_workers_give_the_one_worker_output(ray_cluster: None, clip: Path, up2: Upscaler, reference: Path) -> None:
+    out = clip.with_name("two-workers.mkv")
+    summary = upscale_video(clip, out, model=up2, workers=2, **LOSSLESS)
+    assert summary.segments is not None
+    assert (summary.segments.total, summary.segments.resumed, summary.segments.processed) == (3, 0, 3)
+    assert summary.frames == 36 and summary.frames_lost == 0 and not summary.warnings
+    assert not work_folder_for(out).exists()
+    _assert_same(out, reference)
+
+
+def test_a_worker_killed_mid_segment_costs_only_that_segment(
+    ray_cluster: None, clip: Path, up2: Upscaler, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed = clip.with_name("crashed")
+    monkeypatch.setenv("ELAN_VIDEO_TEST_CRASH_ONCE", str(crashed))  # a worker exits at its third frame, once
+    out = clip.with_name("after-crash.mkv")
+    frames: list[int] = []
+    summary = upscale_video(
+        clip, out, model=up2, workers=2, progress=lambda done, total: frames.append(done), **LOSSLESS
+    )
+    assert crashed.exists()  # a worker did die mid-segment
+    assert summary.segments is not None and summary.segments.processed == 3 and summary.frames == 36
+    assert frames[-1] == 36
+    _assert_same(out, reference)
+
+
+def test_command_line_starts_ray_for_the_job(clip: Path, reference: Path) -> None:
+    pytest.importorskip("ray")
+    model = clip.with_name("detail-x2.safetensors")
+    save_safetensors(detail_elan(2), model)
+    out = clip.with_name("cli.mkv")
+    options = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--codec", "ffv1", "--pix-fmt", "gbrp"]
+    command = [*ELAN_VIDEO, str(clip), str(out), *options, "--segment", "0.3", "--workers", "2", "--json", "-q"]
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["segments"] == {"total": 3, "resumed": 0, "processed": 3} and summary["frames"] == 36
+    _assert_same(out, reference)
+
+
+# -- without Ray ------------------------------------------------------------------------------------------------
+
+_WITHOUT_RAY = """
+import sys
+from elan_video.cli import main
+import elan_video.jobs.pipeline
+assert "ray" not in sys.modules  # imported only when a job asks for workers
+sys.modules["ray"] = None  # `import ray` raises ImportError, as where it is not installed
+sys.argv = ["elan-video", *sys.argv[1:]]
+main()
+"""
+
+
+def test_without_ray_two_workers_say_how_to_install_it_and_one_works(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "out.mkv"
+    command = [sys.executable, "-c", _WITHOUT_RAY, str(clip), str(out), "--segment", "0.3", "--device", "cpu", "-q"]
+    done = subprocess.run([*command, "--workers", "2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "elan-video: error: --workers 2 runs on Ray, which is not installed: pip install 'elan-video[ray]'"
+    ]
+    assert not out.exists() and not work_folder_for(out).exists()
+    done = subprocess.run([*command, "--workers", "1", "--json"], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["segments"]["processed"] == 3
