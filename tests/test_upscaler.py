@@ -258,7 +258,7 @@ for line in open("/proc/self/maps"):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
 def test_blocks_over_glibcs_mmap_limit_come_from_the_reused_heap_once_tuned() -> None:
-    """A fresh mapping per block is what cost a 720p frame 16.9 million page faults (README, Speed)."""
+    """A fresh mapping per block is what cost a 720p frame 16.9 million page faults (docs/benchmarks.md)."""
     import subprocess
 
     where = {
@@ -295,7 +295,7 @@ print(use_huge_pages())  # torch is loaded now: the answer stands as it was, not
 
 @pytest.mark.skipif(not kernel_offers_huge_pages(), reason="the kernel offers no transparent huge pages")
 def test_huge_pages_back_a_worker_threads_tensors_when_asked_before_torch_loads() -> None:
-    """What made the VapourSynth filter's 720p frame 51 s instead of 79 s (README, Speed)."""
+    """What made the VapourSynth filter's 720p frame 51 s instead of 79 s (docs/benchmarks.md)."""
     import os
     import subprocess
 
