@@ -313,15 +313,24 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--frames", type=click.IntRange(1), default=3, show_default=True, help="Timed frames per row.")
 @click.option("--reference/--no-reference", default=True, help="Time the authors' unfused fp32 network too.")
 @click.option("--video", is_flag=True, help="Also time decode, inference and encode of a synthetic H.264 clip.")
+@click.option("--video-frames", type=click.IntRange(2), help="Frames of the --video clip [default: 4x --frames]")
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="With --video: also run the clip in segments on 1 and N workers (Ray): segmenting cost, scale-out efficiency.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_fails_cleanly
 def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], frames: int, reference: bool,
-          video: bool, as_json: bool, **values: Any) -> None:  # fmt: skip
+          video: bool, video_frames: int | None, workers: int | None, as_json: bool,
+          **values: Any) -> None:  # fmt: skip
     """Measure ms per frame, fps and achieved GFLOP/s against this machine's matmul peak."""
     import json
 
     from .bench.frame import format_table, run_frame_bench
 
+    if workers is not None and not video:
+        raise click.UsageError("--workers needs --video")
     options = _take_options(values)
     result = run_frame_bench(
         options=options,
@@ -332,20 +341,25 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], fra
         reference=reference,
     )
     if video:
-        from .bench.video import run_video_bench
+        from .bench.video import format_scaling, run_video_bench
 
         first = {"precision": (precisions or (options.precision,))[0], "backend": (backends or (options.backend,))[0]}
         result["video"] = run_video_bench(
-            options=UpscaleOptions.of(options, **first), size=_size(size), frames=max(8, frames * 4)
+            options=UpscaleOptions.of(options, **first),
+            size=_size(size),
+            frames=video_frames or max(8, frames * 4),
+            workers=workers,
         )
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
     click.echo(format_table(result))
     if video:
-        stages = result["video"]
+        stages = {k: v for k, v in result["video"].items() if k != "scaling"}
         cells = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items())
         click.echo("\nvideo: " + ", ".join(cells))
+        if "scaling" in result["video"]:
+            click.echo("\n" + format_scaling(result["video"]))
 
 
 @main.command(name="eval")

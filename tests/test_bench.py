@@ -75,3 +75,45 @@ def test_without_reference_the_table_says_not_available() -> None:
     result = run_frame_bench(tiny_elan(2), size=(16, 16), precisions=("fp32",), frames=1, reference=False)
     assert len(result["rows"]) == 1
     assert "| n/a | n/a |" in format_table(result)
+
+
+def _check_scaling(video: dict, workers: int) -> None:
+    """The rows exist and every measured number is positive (no timing thresholds: the machine is shared)."""
+    rows = video["scaling"]
+    assert [(r["run"], r["workers"]) for r in rows][:2] == [("one stream", 1), ("segments", 1)]
+    assert [r["workers"] for r in rows[1:]] == sorted({1, workers})
+    assert video["segment_s"] > 0 and rows[0]["segments"] == 1
+    for row in rows:
+        assert row["seconds"] > 0 and row["fps"] > 0
+    for row in rows[1:]:
+        assert row["segments"] >= 2 and row["speedup"] > 0 and row["efficiency"] > 0
+    assert rows[1]["speedup"] == rows[1]["efficiency"] == 1.0
+    assert isinstance(rows[1]["overhead"], float)  # the cost of segmenting; negative where noise outweighs it
+
+
+def test_video_bench_in_segments_on_one_worker(one_thread: None) -> None:
+    from elan_video.bench.video import format_scaling, run_video_bench
+
+    result = run_video_bench(tiny_elan(2), size=(32, 24), frames=24, workers=1, device="cpu", precision="fp32")
+    assert result["frames"] == 24 and result["total_fps"] > 0
+    _check_scaling(result, 1)
+    assert "ray_start_s" not in result
+    assert "| segments | 1 |" in format_scaling(result)
+
+
+def test_cli_video_bench_on_two_ray_workers(tmp_path: Path, one_thread: None) -> None:
+    pytest.importorskip("ray")
+    weights = tmp_path / "tiny.safetensors"
+    save_safetensors(tiny_elan(2), weights)
+    args = ["bench", "--model", str(weights), "--size", "32x24", "--frames", "1", "--precision", "fp32", "--device"]
+    args += ["cpu", "--no-reference", "--video", "--video-frames", "24", "--workers", "2", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    video = json.loads(result.output)["video"]
+    assert video["frames"] == 24 and video["ray_start_s"] > 0
+    _check_scaling(video, 2)
+
+
+def test_cli_workers_needs_video() -> None:
+    result = CliRunner().invoke(main, ["bench", "--workers", "2"])
+    assert result.exit_code == 2 and "--workers needs --video" in result.output

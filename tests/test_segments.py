@@ -199,3 +199,48 @@ def test_raw_stream_output_falls_back_to_one_stream(tmp_path: Path, up2: Upscale
     make_clip(src, frames=8, size=(32, 24))
     summary = upscale_video(src, tmp_path / "out.264", model=up2, segment=0.1)
     assert summary.segments is None and summary.frames == 8
+
+
+# MPEG-2 as broadcast sends it: open GOPs (no ``cgop`` flag), two B-frames, an I-frame every 6 frames. In coded
+# order each I-frame is followed by two leading B-pictures that are shown before it and reference the previous GOP.
+OPEN_GOP = {"bf": "2", "g": "6", "sc_threshold": "1000000000"}
+
+
+def _open_gop_flags(path: Path) -> list[bool]:
+    """closed_gop of every MPEG-2 GOP header (start code 00 00 01 B8; the bit after the 25-bit time code)."""
+    with av.open(str(path)) as c:
+        data = b"".join(bytes(p) for p in c.demux(c.streams.video[0]) if p.size)
+    flags, at = [], data.find(b"\x00\x00\x01\xb8")
+    while at >= 0:
+        flags.append(bool(data[at + 7] & 0x40))
+        at = data.find(b"\x00\x00\x01\xb8", at + 4)
+    return flags
+
+
+def _leading_pictures(path: Path) -> int:
+    """Packets that follow a keyframe in decode order but are shown before it (an open GOP's leading pictures)."""
+    with av.open(str(path)) as c:
+        stamps = [(p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+    count, key = 0, None
+    for pts, is_key in stamps:
+        if is_key:
+            key = pts
+        elif key is not None and pts < key:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".mpg"])  # MPEG-TS (broadcast) and MPEG-PS (DVD)
+def test_open_gop_mpeg2_keeps_leading_pictures_across_cuts(tmp_path: Path, up2: Upscaler, suffix: str) -> None:
+    src = tmp_path / f"open{suffix}"
+    make_clip(src, frames=30, size=(32, 24), codec="mpeg2video", time_base=Fraction(1, 25), options=OPEN_GOP)
+    closed = _open_gop_flags(src)
+    assert len(closed) == 6 and closed[0] and not any(closed[1:])  # the first GOP is closed, every other one open
+    assert _leading_pictures(src) == 9  # two before each later I-frame (one before the last, at frame 29)
+    segments = plan_segments(src, seconds=0.3)
+    assert len(segments) == 3 and all(s.start in _keyframe_times(src) for s in segments[1:])
+    seg, one = _both(src, tmp_path, up2, codec="ffv1", pix_fmt="gbrp")
+    _compare_lossless(seg, one)
+    got = [t for t, _ in video_frames(seg)]
+    assert len(got) == 30
+    assert got == pytest.approx([t for t, _ in video_frames(src)], abs=1e-9)

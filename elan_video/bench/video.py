@@ -20,7 +20,10 @@ from ..model.arch import ELAN
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
 
-__all__ = ["run_video_bench"]
+__all__ = ["format_scaling", "run_video_bench"]
+
+KEYFRAME_INTERVAL = 15
+"""Frames between keyframes of the clip that segmented runs cut (0.5 s at 30 fps, like a streaming camera's)."""
 
 
 def _synthetic_frames(count: int, width: int, height: int) -> list[np.ndarray]:
@@ -37,10 +40,14 @@ def _synthetic_frames(count: int, width: int, height: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(texture[:, 4 * i : 4 * i + width]) for i in range(count)]
 
 
-def _write_clip(path: Path, images: list[np.ndarray]) -> None:
-    """``images`` (H x W x 3 uint8) as an H.264 MP4 at 30 fps and near-transparent quality, like a camera's file."""
+def _write_clip(path: Path, images: list[np.ndarray], *, keyint: int | None = None) -> None:
+    """``images`` (H x W x 3 uint8) as an H.264 MP4 at 30 fps and near-transparent quality, like a camera's file;
+    ``keyint``: a keyframe every that many frames (None: x264's default, one in 250)."""
+    options = {"crf": "18", "preset": "veryfast"}
+    if keyint is not None:
+        options |= {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0"}
     with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(30), options={"crf": "18", "preset": "veryfast"})
+        stream = out.add_stream("libx264", rate=Fraction(30), options=options)
         stream.height, stream.width = images[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         for i, image in enumerate(images):
@@ -91,8 +98,10 @@ def run_video_bench(
     frames: int = 24,
     codec: str = "libx264",
     container: str = ".mp4",
+    workers: int | None = None,
+    segment: float | None = None,
     **settings: Any,
-) -> dict[str, float | int | str]:
+) -> dict[str, Any]:
     """Measure the video path stage by stage on a synthetic clip of ``frames`` frames of ``size`` (width, height).
 
     The clip (a slow pan over a textured picture, H.264 in MP4) is written to a temporary folder, then:
@@ -107,24 +116,40 @@ def run_video_bench(
     Upscaler).
     Returns those four numbers plus the run's parameters (frames, width, height, out_width, out_height, device,
     precision, codec, cpu_threads).
+
+    workers: also run the job in keyframe-aligned segments of ``segment`` seconds (None: about four per worker;
+    the clip then has a keyframe every :data:`KEYFRAME_INTERVAL` frames), on one worker (this process, as
+    ``--workers 1``) and, when more than one, on ``workers`` Ray actors; the result's "scaling" rows (see
+    :func:`format_scaling`) give each run's fps, the cost of segmenting at one worker against the plain stream
+    (``total_fps``'s run) and the N workers' speed-up and efficiency (their fps against N x the one worker's).
+    A local Ray is started for it, untimed (``ray_start_s``), unless the process is already connected; each
+    job's time includes starting its actors and loading the model in them.
     """
     width, height = size
     if frames < 2:
         raise OptionError(f"frames must be at least 2, got {frames}")
     if width < 16 or height < 16:
         raise OptionError(f"size must be at least 16x16, got {width}x{height}")
+    if workers is not None and workers < 1:
+        raise OptionError(f"workers must be at least 1, got {workers}")
+    if segment is not None and not segment > 0:
+        raise OptionError(f"segment must be a positive number of seconds, got {segment}")
     up = upscaler_for(UpscaleOptions.with_model(model, options, **settings))
     threads = default_cpu_threads() if up.device.type == "cpu" else torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="elan-bench-") as tmp:
         src = Path(tmp) / "bench_in.mp4"
-        _write_clip(src, _synthetic_frames(frames, width, height))
+        _write_clip(src, _synthetic_frames(frames, width, height), keyint=KEYFRAME_INTERVAL if workers else None)
         decode_s, decoded, info = _decode(src)
         infer_s, upscaled = _infer(up, np.stack([f.image for f in decoded]), threads=threads)
         enc = Path(tmp) / f"enc{container}"
         encode_s = _encode(enc, plan_encoder(enc, info, scale=up.scale, codec=codec), decoded, upscaled)
         summary = upscale_video(src, Path(tmp) / f"all{container}", model=up, codec=codec)
+        scaling = None
+        if workers is not None:
+            seconds = segment or len(decoded) / 30 / (4 * workers)
+            scaling = _scaling(src, Path(tmp), up, codec, container, workers, seconds, plain=summary)
     n = len(decoded)
-    return {
+    result: dict[str, Any] = {
         "frames": n,
         "width": width,
         "height": height,
@@ -139,3 +164,61 @@ def run_video_bench(
         "encode_fps": n / encode_s,
         "total_fps": summary.frames / summary.seconds,
     }
+    if scaling is not None:
+        result |= scaling
+    return result
+
+
+def _scaling(
+    src: Path, tmp: Path, up: Upscaler, codec: str, container: str, workers: int, seconds: float, *, plain: Any
+) -> dict[str, Any]:
+    """The segmented runs of :func:`run_video_bench` (``plain``: the one-stream run's summary)."""
+    one_stream = {"run": "one stream", "workers": 1, "segments": 1, "seconds": plain.seconds}
+    rows: list[dict[str, Any]] = [one_stream | {"fps": plain.frames / plain.seconds}]
+    extra: dict[str, Any] = {"segment_s": seconds}
+    started = False
+    try:
+        for n in sorted({1, workers}):
+            if n > 1 and not started:
+                from ..jobs.distributed import ScaleOut, _connect, require_ray
+
+                require_ray(n, None)
+                began = time.perf_counter()
+                started = _connect(ScaleOut(n, None, up.device))
+                extra["ray_start_s"] = time.perf_counter() - began
+            dst = tmp / f"segments-{n}{container}"
+            summary = upscale_video(src, dst, model=up, codec=codec, segment=seconds, workers=n)
+            segments = summary.segments.total if summary.segments is not None else 1
+            fps = summary.frames / summary.seconds
+            rows.append({"run": "segments", "workers": n, "segments": segments, "seconds": summary.seconds, "fps": fps})
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    base, one = rows[0]["fps"], rows[1]["fps"]
+    rows[1]["overhead"] = base / one - 1  # extra time per frame against the plain stream: 0.05 is 5 % slower
+    for row in rows[1:]:
+        row["speedup"] = row["fps"] / one
+        row["efficiency"] = row["fps"] / (row["workers"] * one)
+    return extra | {"scaling": rows}
+
+
+def format_scaling(result: dict[str, Any]) -> str:
+    """The "scaling" rows of :func:`run_video_bench`'s result as a Markdown table (what the CLI prints)."""
+    lines = [
+        f"segments of {result['segment_s']:.3g} s, {result['frames']} frames"
+        + (f"; Ray started in {result['ray_start_s']:.1f} s (untimed)" if "ray_start_s" in result else ""),
+        "",
+        "| run | workers | segments | seconds | fps | vs one stream | speed-up | efficiency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["scaling"]:
+        overhead = f"{r['overhead']:+.1%}" if "overhead" in r else ""
+        speedup = f"{r['speedup']:.2f}x" if "speedup" in r else ""
+        efficiency = f"{r['efficiency']:.0%}" if "efficiency" in r else ""
+        lines.append(
+            f"| {r['run']} | {r['workers']} | {r['segments']} | {r['seconds']:.2f} | {r['fps']:.2f} | {overhead} "
+            f"| {speedup} | {efficiency} |"
+        )
+    return "\n".join(lines)
