@@ -367,11 +367,64 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], fra
 @model_option("scale", default=2, show_default=True, help="The scale to evaluate, 2, 3 or 4.")
 @model_option("model", help="Bundled name, checkpoint path, or 'bicubic' [default: elan-light-xS].")
 @model_option("device")
+@click.option(
+    "--degrade",
+    "degrades",
+    multiple=True,
+    help="Code the LR first: x264:CRF (a 6-frame pan), jpeg:Q or clean; report the gain over bicubic of the same "
+    "LR. Repeatable.",
+)
+@click.option("--flicker", "with_flicker", is_flag=True, help="Also measure shimmer on a static noisy x264 clip.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_fails_cleanly
-def evaluate_command(data_dir: str, scale: int, model: str | None, device: str | None, as_json: bool) -> None:
-    """Y-channel PSNR/SSIM on a benchmark folder (HR/ and optional LR_bicubic/XS/), border shaved by S."""
+def evaluate_command(
+    data_dir: str,
+    scale: int,
+    model: str | None,
+    device: str | None,
+    degrades: tuple[str, ...],
+    with_flicker: bool,
+    as_json: bool,
+) -> None:
+    """Y-channel PSNR/SSIM on a benchmark folder (HR/ and optional LR_bicubic/XS/), border shaved by S.
+
+    \b
+    With --degrade or --flicker, the codec benchmark instead (docs/weights.md):
+    elan-video eval --data Set5 --model elan-light-x2-video --degrade x264:23 --degrade x264:28 --degrade jpeg:50 \\
+        --degrade clean --flicker
+    """
     import json
+
+    if degrades or with_flicker:
+        from .training.degrade import parse_codec
+        from .training.evaluate import benchmark_pairs, evaluate_degraded, flicker
+
+        for text in degrades:
+            if text.strip().lower() != "clean":
+                parse_codec(text)  # every spelling checked before the first (slow) run
+        name = model or f"elan-light-x{scale}"
+        runs = [evaluate_degraded(model, data_dir, scale=scale, degrade=d.lower(), device=device) for d in degrades]
+        shimmer = None
+        if with_flicker:
+            first = benchmark_pairs(data_dir, scale=scale)[0]
+            shimmer = flicker(model, first[2], scale=scale, device=device)
+        if as_json:
+            doc = {"model": name, "scale": scale, "results": [r.to_dict() for r in runs]}
+            if shimmer is not None:
+                doc["flicker"] = shimmer.to_dict() | {"image": first[0]}
+            click.echo(json.dumps(doc, indent=2))
+            return
+        click.echo(f"{Path(data_dir).resolve().name} x{scale}  model: {name}")
+        if runs:
+            click.echo(f"{'LR':<9}  {'PSNR':>7}  {'bicubic':>7}  {'gain':>6}")
+            for r in runs:
+                click.echo(f"{r.degrade:<9}  {r.psnr:7.2f}  {r.bicubic:7.2f}  {r.gain:+6.2f}")
+        if shimmer is not None:
+            click.echo(
+                f"flicker ({first[0]}, static 160x120, noise 2, x264:28, keyint 6, 12 frames): "
+                f"model {shimmer.model:.3f}, bicubic {shimmer.bicubic:.3f}, ratio {shimmer.ratio:.2f}"
+            )
+        return
 
     from .training.evaluate import evaluate
 
@@ -411,10 +464,11 @@ def evaluate_command(data_dir: str, scale: int, model: str | None, device: str |
 @click.option("--patch", type=click.IntRange(8), default=48, show_default=True, help="LR patch side.")
 @click.option(
     "--degrade",
-    type=click.Choice(["patch", "image"]),
+    type=click.Choice(["patch", "image", "video"]),
     default="patch",
     show_default=True,
-    help="Bicubic of each HR crop, or crops of each whole image's bicubic (no resize per step: for GPUs).",
+    help="Bicubic of each HR crop, crops of each whole image's bicubic (no resize per step: for GPUs), or "
+    "video: bicubic, then noise/blur and x264 or JPEG coding (for the -video weights).",
 )
 @click.option("--lr", type=float, default=None, help="Base learning rate [default: 5e-4; on --resume, the run's own].")
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True)

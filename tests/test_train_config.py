@@ -184,8 +184,15 @@ def test_each_shipped_recipe_parses_and_names_only_known_keys(scale: int) -> Non
     assert all(not Path(d).is_absolute() for d in recipe["data_dirs"])
 
 
-def test_the_shipped_recipes_are_exactly_x2_x3_x4() -> None:
-    assert sorted(p.name for p in (REPO / "training").glob("*.toml")) == ["x2.toml", "x3.toml", "x4.toml"]
+def test_the_shipped_recipes_are_exactly_x2_x3_x4_and_x2_video() -> None:
+    names = sorted(p.name for p in (REPO / "training").glob("*.toml"))
+    assert names == ["x2-video.toml", "x2.toml", "x3.toml", "x4.toml"]
+
+
+def test_the_video_recipe_fine_tunes_the_clean_x2_on_the_video_degradation() -> None:
+    recipe = read_train_config(REPO / "training" / "x2-video.toml")
+    assert recipe["degrade"] == "video" and recipe["init"] == "elan-light-x2" and recipe["scale"] == 2
+    assert recipe["out"].startswith("ckpt/") and recipe["export"].startswith("ckpt/")
 
 
 def test_read_train_config_raises_option_error(tmp_path: Path) -> None:

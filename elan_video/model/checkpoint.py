@@ -256,12 +256,16 @@ def load_model(
     return model.eval()
 
 
-def save_safetensors(model: ELAN, path: str | Path) -> None:
-    """Write ``model``'s state dict (authors' keys, float32, BN running stats) with its config as metadata."""
+def save_safetensors(model: ELAN, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``model``'s state dict (authors' keys, float32, BN running stats) with its config as metadata.
+
+    metadata: more string entries for the file's header (e.g. "degradation", the training LR's recipe as JSON);
+    "config" and "format" are this function's own.
+    """
     from safetensors.torch import save_file
 
     state = {
         k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous()
         for k, v in model.state_dict().items()
     }
-    save_file(state, str(path), metadata={"config": json.dumps(model.config()), "format": "pt"})
+    save_file(state, str(path), metadata={**(metadata or {}), "config": json.dumps(model.config()), "format": "pt"})

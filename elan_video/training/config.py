@@ -47,6 +47,7 @@ TRAIN_KEYS: dict[str, str] = {
     "batch": "an integer",
     "patch": "an integer",
     "degrade": "a string",
+    "video": "a table",
     "lr": "a number",
     "schedule": "a string",
     "warmup": "an integer",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,19 @@ from ..model.arch import ELAN
 from .data import bicubic_downscale, bicubic_upscale, crop_to_multiple, list_images, read_image
 from .metrics import psnr, ssim
 
-__all__ = ["BICUBIC", "EvalResult", "ImageScore", "benchmark_pairs", "evaluate"]
+__all__ = [
+    "BICUBIC",
+    "DegradedResult",
+    "DegradedScore",
+    "EvalResult",
+    "FlickerResult",
+    "ImageScore",
+    "benchmark_pairs",
+    "evaluate",
+    "evaluate_degraded",
+    "flicker",
+    "flicker_frames",
+]
 
 BICUBIC = "bicubic"  # model name of the MATLAB bicubic baseline
 
@@ -137,3 +150,176 @@ def evaluate(
             on_image(score)
     root = Path(data_dir)
     return EvalResult(dataset=root.resolve().name, scale=scale, images=tuple(scores))
+
+
+@dataclass(frozen=True)
+class DegradedScore:
+    """One image under a codec degradation: mean Y-PSNR (dB) of the model's and of bicubic's output, over the
+    frames scored, both from the same decoded LR."""
+
+    name: str
+    psnr: float
+    bicubic: float
+
+    @property
+    def gain(self) -> float:
+        """The model's PSNR minus bicubic's, dB."""
+        return self.psnr - self.bicubic
+
+
+@dataclass(frozen=True)
+class DegradedResult:
+    """Scores of one benchmark folder under one degradation ("clean", "x264:CRF" or "jpeg:Q")."""
+
+    dataset: str
+    scale: int
+    degrade: str
+    images: tuple[DegradedScore, ...]
+
+    @property
+    def psnr(self) -> float:
+        """Mean Y-PSNR of the model over images (dB)."""
+        return float(np.mean([s.psnr for s in self.images]))
+
+    @property
+    def bicubic(self) -> float:
+        """Mean Y-PSNR of bicubic upscaling of the same LR (dB)."""
+        return float(np.mean([s.bicubic for s in self.images]))
+
+    @property
+    def gain(self) -> float:
+        """Mean gain over bicubic (dB)."""
+        return self.psnr - self.bicubic
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: dataset, scale, degrade, psnr, bicubic, gain and images (name/psnr/bicubic/gain)."""
+        return {
+            "dataset": self.dataset,
+            "scale": self.scale,
+            "degrade": self.degrade,
+            "psnr": self.psnr,
+            "bicubic": self.bicubic,
+            "gain": self.gain,
+            "images": [{"name": s.name, "psnr": s.psnr, "bicubic": s.bicubic, "gain": s.gain} for s in self.images],
+        }
+
+
+@dataclass(frozen=True)
+class FlickerResult:
+    """Mean absolute difference (grey levels, RGB) between consecutive output frames of a static scene."""
+
+    model: float
+    bicubic: float
+
+    @property
+    def ratio(self) -> float:
+        """The model's flicker over bicubic's; 1.0 means no more shimmer than bicubic."""
+        return self.model / self.bicubic
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready: model, bicubic, ratio."""
+        return {"model": self.model, "bicubic": self.bicubic, "ratio": self.ratio}
+
+
+PAN_FRAMES = 6  # frames of the benchmark's pan (one keyframe, then P/B frames)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _degraded_frames(
+    name: str, lr: np.ndarray, hr: np.ndarray, *, scale: int, degrade: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(decoded LR, HR) frames of one benchmark image under ``degrade`` (uint8 RGB)."""
+    from .degrade import h264_roundtrip, jpeg_roundtrip, pan_sequence, parse_codec
+
+    if degrade == "clean":
+        return [(lr, hr)]
+    spec = parse_codec(degrade)
+    if spec.kind == "jpeg":
+        return [(jpeg_roundtrip(lr, quality=spec.level), hr)]
+    # A slow diagonal pan, one LR pixel per frame, inside the image; LR frame sides even for 4:2:0.
+    move = PAN_FRAMES - 1
+    size = ((hr.shape[0] // scale - move) // 2 * 2, (hr.shape[1] // scale - move) // 2 * 2)
+    if min(size) < 16:
+        raise InputError(f"{name}: too small for a {PAN_FRAMES}-frame pan at x{scale}")
+    hrs, lrs = pan_sequence(hr, scale=scale, size=size, frames=PAN_FRAMES, origin=(0, 0), step=(scale, scale))
+    return list(zip(h264_roundtrip(lrs, crf=spec.level), hrs, strict=True))
+
+
+def evaluate_degraded(
+    model: ELAN | str | Path | None,
+    data_dir: str | Path,
+    *,
+    scale: int,
+    degrade: str,
+    device: str | None = None,
+    on_image: Callable[[DegradedScore], None] | None = None,
+) -> DegradedResult:
+    """Gain in Y-PSNR over bicubic on a benchmark folder whose LR is codec-degraded.
+
+    degrade: "clean" (the benchmark LR), "jpeg:Q" (the benchmark LR coded as 4:2:0 JPEG at quality Q) or
+    "x264:CRF" (a slow pan over each HR image, six frames moving one LR pixel a frame diagonally, each the
+    MATLAB bicubic of its HR window, coded by libx264 at CRF with one keyframe, 4:2:0; every frame scored
+    against its HR window). The model and MATLAB bicubic upscale the same decoded LR; PSNR on Y with ``scale``
+    pixels shaved, as :func:`evaluate`. Gray images are scored as neutral RGB.
+    """
+    from .degrade import parse_codec
+
+    text = degrade.strip().lower()
+    degrade = text if text == "clean" else str(parse_codec(text))  # checked before the first (slow) image
+    pairs = benchmark_pairs(data_dir, scale=scale)
+    run = _model_runner(model, scale=scale, device=device)
+    scores = []
+    for name, lr, hr in pairs:
+        model_db, bicubic_db = [], []
+        for small, big in _degraded_frames(name, _rgb(lr), _rgb(hr), scale=scale, degrade=degrade):
+            model_db.append(psnr(run(small), big, shave=scale))
+            bicubic_db.append(psnr(bicubic_upscale(small, scale), big, shave=scale))
+        score = DegradedScore(name=name, psnr=float(np.mean(model_db)), bicubic=float(np.mean(bicubic_db)))
+        scores.append(score)
+        if on_image is not None:
+            on_image(score)
+    return DegradedResult(dataset=Path(data_dir).resolve().name, scale=scale, degrade=degrade, images=tuple(scores))
+
+
+FLICKER_SIZE = (120, 160)  # LR rows, columns
+FLICKER_FRAMES = 12
+FLICKER_CRF = 28
+FLICKER_KEYINT = 6
+FLICKER_NOISE = 2.0  # grey levels, fresh per frame
+
+
+def flicker_frames(image: np.ndarray, *, seed: int = 0) -> list[np.ndarray]:
+    """The flicker test's input: a static 160x120 centre crop of ``image`` (uint8, H x W [x 3], at least that
+    big), 12 frames each with fresh Gaussian noise of 2 grey levels, coded by x264 at CRF 28 with a keyframe
+    every 6 frames, decoded. Returns 12 uint8 120 x 160 x 3 RGB frames."""
+    from .degrade import add_noise, h264_roundtrip
+
+    image = _rgb(image)
+    h, w = FLICKER_SIZE
+    if image.shape[0] < h or image.shape[1] < w:
+        raise InputError(f"the flicker test needs an image of at least {w}x{h}, got {image.shape[1]}x{image.shape[0]}")
+    top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    crop = np.ascontiguousarray(image[top : top + h, left : left + w])
+    rng = np.random.default_rng(seed)
+    noisy = [add_noise(crop, sigma=FLICKER_NOISE, rng=rng) for _ in range(FLICKER_FRAMES)]
+    return h264_roundtrip(noisy, crf=FLICKER_CRF, keyint=FLICKER_KEYINT)
+
+
+def _mean_frame_difference(frames: list[np.ndarray]) -> float:
+    return float(np.mean([np.abs(b.astype(np.int16) - a.astype(np.int16)).mean() for a, b in pairwise(frames)]))
+
+
+def flicker(
+    model: ELAN | str | Path | None, image: np.ndarray, *, scale: int, device: str | None = None, seed: int = 0
+) -> FlickerResult:
+    """Shimmer on a static scene (:func:`flicker_frames` of ``image``): the mean absolute difference between
+    consecutive upscaled frames (uint8 RGB, all pixels and channels) for the model and for MATLAB bicubic."""
+    frames = flicker_frames(image, seed=seed)
+    run = _model_runner(model, scale=scale, device=device)
+    return FlickerResult(
+        model=_mean_frame_difference([run(f) for f in frames]),
+        bicubic=_mean_frame_difference([bicubic_upscale(f, scale) for f in frames]),
+    )

@@ -29,7 +29,8 @@ from torch import nn
 from ..errors import CheckpointError, OptionError
 from ..model.arch import ELAN, SHIFT_GROUPS, pad_to_multiple
 from ..model.checkpoint import load_model, save_safetensors
-from .data import PatchSampler
+from .data import DEGRADATIONS, PatchSampler
+from .degrade import VideoDegradation, VideoPatchSampler
 
 __all__ = ["SCHEDULES", "StepInfo", "TrainingForward", "export_checkpoint", "load_checkpoint", "train"]
 
@@ -148,8 +149,52 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path) -> ELAN:
     model = ELAN(**ckpt["config"])
     model.load_state_dict(ckpt["params_ema"])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model.eval(), path)
+    options = ckpt.get("options", {})
+    save_safetensors(
+        model.eval(), path, metadata=export_metadata(options.get("degrade", "patch"), options.get("video"))
+    )
     return model
+
+
+def _sampler(
+    data_dirs: Sequence[str | Path],
+    *,
+    scale: int,
+    patch: int,
+    seed: int,
+    degrade: str,
+    batch: int,
+    recipe: VideoDegradation | None = None,
+) -> PatchSampler | VideoPatchSampler:
+    """The training pairs of ``degrade``: "patch"/"image" (clean bicubic) or "video" (codec-degraded LR)."""
+    if degrade == "video":  # a pool lasts 32 steps (16 batches, each pair drawn twice)
+        return VideoPatchSampler(
+            data_dirs, scale=scale, patch=patch, seed=seed, recipe=recipe, pool=16 * batch, reuse=2
+        )
+    if degrade not in DEGRADATIONS:
+        raise OptionError(f"degrade must be one of {', '.join((*DEGRADATIONS, 'video'))}, got {degrade!r}")
+    return PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
+
+
+def video_recipe(video: Mapping[str, Any] | None) -> VideoDegradation:
+    """The "video" degradation with ``video``'s fields (a recipe's [video] table) over the defaults."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(video or {}).items()}
+    known = set(VideoDegradation.__dataclass_fields__)
+    if set(fields) - known:
+        raise OptionError(f"video has unknown fields {sorted(set(fields) - known)} (known: {', '.join(sorted(known))})")
+    return VideoDegradation(**fields)
+
+
+def export_metadata(degrade: str, video: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The safetensors header entries that record how a run's LR was made (the "degradation" recipe, JSON)."""
+    import json
+
+    recipe: dict[str, object] = {"kind": degrade}
+    if degrade == "video":
+        recipe |= video_recipe(video).to_dict()
+    else:
+        recipe["resize"] = "MATLAB bicubic"
+    return {"degradation": json.dumps(recipe)}
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -221,7 +266,7 @@ def _restore(
     ema: ELAN,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
-    sampler: PatchSampler,
+    sampler: PatchSampler | VideoPatchSampler,
 ) -> int:
     """Load a checkpoint's weights, EMA, optimizer, scheduler and random states; returns its step."""
     model.load_state_dict(ckpt["params"])
@@ -246,6 +291,7 @@ def train(
     batch: int = 16,
     patch: int = 48,
     degrade: str = "patch",
+    video: Mapping[str, Any] | None = None,
     lr: float | None = None,
     schedule: str = "cosine",
     warmup: int = 0,
@@ -272,8 +318,10 @@ def train(
     to start from (checkpoint, safetensors or bundled name; tensors of another shape, such as an x2 tail
     for x3, are left at their initial values). arch: ELAN keyword arguments (default ELAN-light).
     batch, patch: samples per step and LR patch side in pixels (HR side patch * scale). degrade: "patch"
-    (bicubic of each HR crop) or "image" (crops of each whole image's bicubic; no resize per step, see
-    :class:`elan_video.training.data.PatchSampler`).
+    (bicubic of each HR crop), "image" (crops of each whole image's bicubic; no resize per step, see
+    :class:`elan_video.training.data.PatchSampler`) or "video" (bicubic, then blur/noise and x264 or JPEG
+    coding of short pans, see :class:`elan_video.training.degrade.VideoPatchSampler`). video: fields of
+    :class:`elan_video.training.degrade.VideoDegradation` to change for degrade="video" (e.g. p_clean).
     lr: Adam's base learning rate (default 5e-4; on resume, the stored run's unless given, so a resumed
     run can be given a new base rate, schedule or milestones from its current step on).
     schedule: "cosine" (to 0 at ``steps``) or "step" (x ``gamma`` at each of ``milestones``), after
@@ -302,8 +350,9 @@ def train(
     config = _run_config(
         ckpt, out, scale=scale, arch=arch, same={"batch": batch, "patch": patch, "seed": seed, "degrade": degrade}
     )
+    recipe = video_recipe(video) if degrade == "video" else None
     # After the resume checks: with degrade="image" the sampler resizes every image up front.
-    sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade)
+    sampler = _sampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade, batch=batch, recipe=recipe)
     torch.manual_seed(seed)  # the initial weights are part of the run's reproducible state
     model = ELAN(**config)
     if init is not None:
@@ -331,6 +380,7 @@ def train(
         "batch": batch,
         "patch": patch,
         "degrade": degrade,
+        "video": recipe.to_dict() if recipe is not None else None,
         "lr": scheduler.base_lrs[0],
         "schedule": schedule,
         "warmup": warmup,
@@ -390,5 +440,5 @@ def train(
     validate()
     if export is not None and step >= steps:
         Path(export).parent.mkdir(parents=True, exist_ok=True)
-        save_safetensors(copy.deepcopy(ema).cpu().eval(), export)
+        save_safetensors(copy.deepcopy(ema).cpu().eval(), export, metadata=export_metadata(degrade, video))
     return ema.cpu().eval()
