@@ -123,9 +123,17 @@ def test_default_codec_through_segments_decodes_as_one_stream(tmp_path: Path, up
         decoded = sum(1 for _ in c.decode(video=0))
     assert decoded == 30
     assert [t for t, _ in video_frames(seg)] == [t for t, _ in video_frames(one)]
-    # The same encoder with the same settings: the joined stream is as good as the single one.
+    # The same encoder with the same settings: the joined stream is as good as the single one, each measured against
+    # the network's lossless output on the source frames (their distance to each other depends on where x264 put
+    # its keyframes: 34.97 dB in one full-suite run, above 35 in others, so a fixed line there was flaky).
+    reference = [up2(image) for _, image in video_frames(src)]
     got, want = video_frames(seg), video_frames(one)
-    assert min(psnr(a, b) for (_, a), (_, b) in zip(got, want, strict=True)) >= 35.0
+    seg_db = min(psnr(a, r) for (_, a), r in zip(got, reference, strict=True))
+    one_db = min(psnr(a, r) for (_, a), r in zip(want, reference, strict=True))
+    assert seg_db >= one_db - 1.0  # measured: 31.33 against 31.27-31.31 dB
+    # Guard: the segmented frames one frame late fall far below (a stale or duplicated frame at a cut).
+    late = min(psnr(a, r) for (_, a), r in zip(got[1:], reference, strict=False))
+    assert late < one_db - 1.0  # measured: 17.3 dB
 
 
 def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path, up2: Upscaler) -> None:
