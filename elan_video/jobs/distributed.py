@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import ElanVideoError, InputError, MissingDependencyError, OptionError, OutputError, WarnCallback
 from ..media.video.encoding import EncoderPlan
 from ..media.video.probe import VideoInfo
+from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler
 from .segment_file import read_segment_file
 from .segments import Segment, SegmentResult, encode_segment, worker_plan
@@ -81,14 +82,7 @@ class _Setup:
     """What every actor is built from (the weights travel beside it, as an object reference)."""
 
     config: dict[str, Any]
-    scale: int
-    device: str | None
-    precision: str
-    backend: str
-    tile: int | None
-    tile_overlap: int
-    batch: int
-    max_memory: int | None
+    options: UpscaleOptions  # how the driver's network runs ("auto" resolved); model None, device as asked
     plan: EncoderPlan
     info: VideoInfo
     source: str  # the driver's path of the source, to name it in messages
@@ -112,22 +106,12 @@ class SegmentWorker:
         # The weights' reference comes boxed, so that Ray hands it over as it is: fetched here from the object
         # store, where the driver keeps it for the job (a replacement actor fetches it again).
         model.load_state_dict(ray.get(weights[0]))
-        device = setup.device
+        device = setup.options.device
         if device is None or str(device).startswith("cuda"):
             device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.setup = setup
         self.plan = worker_plan(setup.plan, setup.cpu_threads)
-        self.up = Upscaler(
-            model,
-            scale=setup.scale,
-            device=device,
-            precision=setup.precision,
-            backend=setup.backend,
-            tile=setup.tile,
-            tile_overlap=setup.tile_overlap,
-            batch=setup.batch,
-            max_memory=setup.max_memory,
-        )
+        self.up = Upscaler.from_options(UpscaleOptions.of(setup.options, model=model, device=device))
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()} {self.up.device}"
@@ -265,14 +249,16 @@ def run_segments(
         threads = cpu_threads or max(1, int(cpus // workers))
         setup = _Setup(
             config={**up.model.config(), "rgb_range": up.model.rgb_range},
-            scale=up.scale,
-            device=None if scale_out.device is None else str(scale_out.device),
-            precision=up.precision,
-            backend=up.backend,
-            tile=up.tile,
-            tile_overlap=up.tile_overlap,
-            batch=up.batch,
-            max_memory=up.max_memory,
+            options=UpscaleOptions(
+                scale=up.scale,
+                device=None if scale_out.device is None else str(scale_out.device),
+                precision=up.precision,
+                backend=up.backend,
+                tile=up.tile,
+                tile_overlap=up.tile_overlap,
+                batch=up.batch,
+                max_memory=up.max_memory,
+            ),
             plan=plan,
             info=info,
             source=str(source),
