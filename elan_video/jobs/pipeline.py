@@ -481,16 +481,25 @@ def _video_job(
             writer.abort()
             _no_frames(job, info, start=reader.start, end=reader.end, damaged=reader.decode_errors > 0)
         writer.close()
+    return _video_summary(job, info, plan, writer, frames=writer.frames_written, lost=_report_losses(job, reader))
+
+
+def _video_summary(
+    job: _Job, info: VideoInfo, plan: EncoderPlan, streams: Any, *, frames: int, lost: int | None, **facts: Any
+) -> VideoSummary:
+    """A video job's summary; ``streams`` (the writer, or the stitch's result) lists the other streams it copied,
+    re-encoded and dropped."""
     return job.summary(
-        frames=writer.frames_written,
-        frames_lost=_report_losses(job, reader),
+        frames=frames,
+        frames_lost=lost,
         input_size=(info.width, info.height),
         output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
         codec=plan.codec,
         pix_fmt=plan.pix_fmt,
-        streams_copied=len(writer.copied),
-        streams_reencoded=len(writer.reencoded),
-        streams_dropped=len(writer.dropped),
+        streams_copied=len(streams.copied),
+        streams_reencoded=len(streams.reencoded),
+        streams_dropped=len(streams.dropped),
+        **facts,
     )
 
 
@@ -646,18 +655,8 @@ def _segmented_job(
     lost = _report_segment_losses(
         job, info, decoded=decoded, errors=errors, retimed=retimed, ranged=bool(start or end), resumed=resumed
     )
-    return job.summary(
-        frames=stitched.frames,
-        frames_lost=lost,
-        input_size=(info.width, info.height),
-        output_size=(plan.width - plan.pad[0], plan.height - plan.pad[1]),
-        codec=plan.codec,
-        pix_fmt=plan.pix_fmt,
-        streams_copied=len(stitched.copied),
-        streams_reencoded=len(stitched.reencoded),
-        streams_dropped=len(stitched.dropped),
-        segments=SegmentCounts(total=len(segments), resumed=resumed, processed=len(segments) - resumed),
-    )
+    counts = SegmentCounts(total=len(segments), resumed=resumed, processed=len(segments) - resumed)
+    return _video_summary(job, info, plan, stitched, frames=stitched.frames, lost=lost, segments=counts)
 
 
 def _offset(progress: ProgressCallback, base: int, total: int) -> ProgressCallback:
