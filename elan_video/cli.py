@@ -139,8 +139,9 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Process a video's segments on this many Ray workers (pip install 'elan-video[ray]'), on a Ray started "
-    "for the job here, or on the --ray cluster [default: 1; with --ray, one per GPU of the cluster, else per node].",
+    help="Process a video's segments (a folder's: its videos', several files at a time) on this many Ray workers "
+    "(pip install 'elan-video[ray]'), on a Ray started for the job here, or on the --ray cluster [default: 1; with "
+    "--ray, one per GPU of the cluster, else per node].",
 )
 @click.option("--ray", "ray_address", default=None, help="Run on the Ray cluster at this address (e.g. HOST:6379).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job's summary as one JSON object on stdout.")
@@ -158,7 +159,8 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
-    A folder SOURCE upscales every image in it into the folder DESTINATION (created), under the same names.
+    A folder SOURCE upscales every image and video in it into the folder DESTINATION (created), under the same
+    names; with --workers, the videos' segments are spread over the workers, several files at a time.
     """
     import json
     import signal
@@ -172,7 +174,7 @@ def upscale(
 
     options = _take_options(values)
     folder = Path(source).is_dir()
-    console = _Console(unit="image" if folder else "frame")
+    console = _Console(unit="file" if folder else "frame")
     progress = None if quiet else console.progress
 
     def terminate(signum: int, frame: Any) -> None:
@@ -188,10 +190,19 @@ def upscale(
         warnings.showwarning = console.show
         try:
             if folder:
-                if (workers or 1) > 1 or ray_address:
-                    raise OptionError(f"{source}: a folder of images; --workers and --ray apply to videos only")
                 result = upscale_folder(
-                    Path(source), Path(destination), options=options, progress=progress, on_error=failed_file, **values
+                    Path(source),
+                    Path(destination),
+                    options=options,
+                    progress=progress,
+                    on_error=failed_file,
+                    on_done=None if quiet else lambda summary: summary.codec and console.say(_summary_line(summary)),
+                    segment=segment,
+                    resume=not no_resume,
+                    notify=None if quiet else console.say,
+                    workers=workers,
+                    ray_address=ray_address,
+                    **values,
                 )
             else:
                 summary = upscale_video(
@@ -220,7 +231,9 @@ def upscale(
         if not quiet:
             failures = f", {result.failed} failed" if result.failed else ""
             factor = values["outscale"] or result.scale
-            click.echo(f"{destination}: {result.done} images upscaled x{factor:g}{failures}", err=True)
+            click.echo(
+                f"{destination}: {_files(result.images, result.videos)} upscaled x{factor:g}{failures}", err=True
+            )
         if result.failed:
             sys.exit(1)
     elif not quiet:
@@ -267,6 +280,12 @@ def _summary_line(summary: VideoSummary) -> str:
         return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps){network}"
     what = "image" if summary.frames == 1 else f"animation of {summary.frames} pictures"
     return f"{summary.destination}: {w}x{h}, {what}, {summary.seconds:.1f} s{network}"
+
+
+def _files(images: int, videos: int) -> str:
+    """ "3 images", "2 videos", "3 images and 1 video" """
+    parts = [f"{n} {what}{'s' if n != 1 else ''}" for n, what in ((images, "image"), (videos, "video")) if n]
+    return " and ".join(parts) or "0 files"
 
 
 def _summary_json(summary: VideoSummary) -> dict[str, Any]:

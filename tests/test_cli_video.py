@@ -190,6 +190,22 @@ def test_a_folder_of_images_is_upscaled_into_a_folder(tmp_path: Path) -> None:
     assert code == 0 and "2 images upscaled x2" in err
 
 
+def test_a_folder_of_images_and_videos_takes_the_video_options_for_its_videos(tmp_path: Path, clip: Path) -> None:
+    photos = _photo_folder(tmp_path / "media")
+    clip.rename(photos / "clip.mkv")
+    out = tmp_path / "out"
+    code, _, err = run(photos, out, *fast(tmp_path), "--codec", "ffv1", "--pix-fmt", "gbrp", "--segment", "0.1")
+    assert code == 0, err
+    assert "2 images and 1 video upscaled x2" in err
+    assert "clip.mkv: 64x48, 5 frames, ffv1 bgr0" in err  # each video's own summary line (no line per image)
+    assert "a.png:" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "clip.mkv"]
+    frames = video_frames(out / "clip.mkv")
+    assert len(frames) == 5 and frames[0][1].shape == (48, 64, 3)
+    with av.open(out / "clip.mkv") as container:
+        assert container.streams.video[0].codec_context.name == "ffv1"
+
+
 @pytest.mark.parametrize(
     ("destination", "message"),
     [("photos", "is the input folder"), ("file.png", "is a file"), ("missing/out", "cannot be created")],
@@ -201,6 +217,15 @@ def test_folder_mode_refuses_unusable_destinations(tmp_path: Path, destination: 
     assert code == 1
     one_error_line(err, message)
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg", "notes.txt"]
+
+
+def test_a_folder_of_images_refuses_video_options(tmp_path: Path) -> None:
+    photos = _photo_folder(tmp_path / "photos")
+    for option, value in (("--crf", "20"), ("--workers", "2")):
+        code, _, err = run(photos, tmp_path / "out", *fast(tmp_path), option, value)
+        assert code == 1
+        one_error_line(err, "a folder of images;", f"{option[2:]} applies to videos only")
+        assert not (tmp_path / "out").exists()
 
 
 def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from conftest import detail_elan, shared_path
 from video_clips import make_clip, packets, video_frames
 
+from elan_video.jobs.folder import upscale_folder
 from elan_video.jobs.pipeline import upscale_video
 from elan_video.jobs.segments import encode_segment, plan_segments, segment_plan, worker_plan
 from elan_video.jobs.source_bytes import segment_source
@@ -31,6 +32,7 @@ from elan_video.jobs.workdir import work_folder_for
 from elan_video.media.video.encoding import plan_encoder
 from elan_video.media.video.reader import VideoReader
 from elan_video.model.checkpoint import save_safetensors
+from elan_video.model.options import UpscaleOptions
 from elan_video.model.upscaler import Upscaler
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
@@ -186,6 +188,33 @@ def test_a_worker_killed_mid_segment_costs_only_that_segment(
     assert summary.segments is not None and summary.segments.processed == 3 and summary.frames == 36
     assert frames[-1] == 36
     _assert_same(out, reference)
+
+
+def test_a_folder_of_videos_on_two_workers_and_one_corrupt_file(
+    ray_cluster: None, tmp_path: Path, up2: Upscaler
+) -> None:
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    make_clip(folder / "a.mkv", frames=36, size=(32, 24), options=BFRAMES)
+    make_clip(folder / "b.mkv", frames=24, size=(24, 16), options=BFRAMES)
+    (folder / "c.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(4000))  # a header, then nothing usable
+    errors: list[tuple[str, str]] = []
+    done: list[str] = []
+    result = upscale_folder(
+        folder, out, options=UpscaleOptions(model=up2), workers=2,
+        on_error=lambda path, exc: errors.append((path.name, str(exc))),
+        on_done=lambda summary: done.append(summary.destination.name), **LOSSLESS,
+    )  # fmt: skip
+    assert (result.videos, result.images, result.failed) == (2, 0, 1)
+    assert [name for name, _ in errors] == ["c.mp4"] and "c.mp4" in errors[0][1]
+    assert sorted(done) == ["a.mkv", "b.mkv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.mkv", "b.mkv"]  # no work folder, no partial file left
+    for name, frames in (("a.mkv", 36), ("b.mkv", 24)):
+        alone = upscale_video(folder / name, tmp_path / f"alone-{name}", model=up2, **LOSSLESS)
+        assert alone.frames == frames
+        got, want = video_frames(out / name), video_frames(tmp_path / f"alone-{name}")
+        assert [t for t, _ in got] == [t for t, _ in want]
+        assert all((x == y).all() for (_, x), (_, y) in zip(got, want, strict=True))
 
 
 def test_command_line_starts_ray_for_the_job(clip: Path, reference: Path) -> None:

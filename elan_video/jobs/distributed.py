@@ -6,11 +6,13 @@ filesystem is shared: for each segment the driver sends the bytes of the source 
 (:mod:`~elan_video.jobs.source_bytes`) and gets back the encoded segment file (:mod:`~elan_video.jobs.segment_file`)
 in chunks, written into the job's work folder as they arrive, so a distributed job resumes like a local one.
 Each actor builds the network once, from its configuration and weights (sent once through Ray's object store),
-and runs :func:`~elan_video.jobs.segments.encode_segment` as a local job does.
+and runs :func:`~elan_video.jobs.segments.encode_segment` as a local job does, for a segment of any video: one
+:class:`WorkerPool` serves a job, or every video of a folder job, several files at a time.
 
 Every actor has two segments in flight, one being processed and the next waiting with its bytes (the driver's
-memory holds at most those). A worker that dies mid-segment (a crash, a node lost) is restarted by Ray, and its
-segments go back to the queue for any worker to take again; a segment is given up after :data:`_ATTEMPTS` losses.
+memory holds at most those, however many files share the pool). A worker that dies mid-segment (a crash, a node
+lost) is replaced, and its segments go back to the queue for any worker to take again; a segment is given up after
+:data:`_ATTEMPTS` losses.
 Ray is imported only here, and only when a job asks for workers.
 """
 
@@ -41,7 +43,7 @@ from .source_bytes import SourceBytes, segment_source
 from .streaming import ProgressCallback
 from .workdir import WorkFolder
 
-__all__ = ["INSTALL_HINT", "ScaleOut", "require_ray", "run_segments"]
+__all__ = ["INSTALL_HINT", "ScaleOut", "WorkerPool", "require_ray"]
 
 INSTALL_HINT = "pip install 'elan-video[ray]'"
 _ATTEMPTS = 3  # times a segment may lose its worker before the job gives up
@@ -83,17 +85,23 @@ class _Setup:
 
     config: dict[str, Any]
     options: UpscaleOptions  # how the driver's network runs ("auto" resolved); model None, device as asked
-    plan: EncoderPlan
-    info: VideoInfo
-    source: str  # the driver's path of the source, to name it in messages
-    deinterlace: bool | None
     queue_size: int
     cpu_threads: int
     crash_once: str | None
 
 
+@dataclass(frozen=True)
+class _Video:
+    """The file a segment belongs to, sent with each segment (an actor serves segments of any file)."""
+
+    plan: EncoderPlan
+    info: VideoInfo
+    source: str  # the driver's path of the source, to name it in messages
+    deinterlace: bool | None
+
+
 class SegmentWorker:
-    """A Ray actor (made one by :func:`run_segments`): the network built once, then one segment per call."""
+    """A Ray actor (made one by :class:`WorkerPool`): the network built once, then one segment per call."""
 
     def __init__(self, setup: _Setup, weights: list[Any]) -> None:
         import ray
@@ -110,15 +118,15 @@ class SegmentWorker:
         if device is None or str(device).startswith("cuda"):
             device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.setup = setup
-        self.plan = worker_plan(setup.plan, setup.cpu_threads)
         self.up = Upscaler.from_options(UpscaleOptions.of(setup.options, model=model, device=device))
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()} {self.up.device}"
 
-    def encode(self, segment: Segment, source: SourceBytes) -> Iterator[tuple[str, Any]]:
-        """Messages: ("progress", frames), ("warn", text), ("data", bytes) in order, then ("done", SegmentResult),
-        or ("missing", [(offset, length)]) when the bytes sent were not all the reader needed."""
+    def encode(self, video: _Video, segment: Segment, source: SourceBytes) -> Iterator[tuple[str, Any]]:
+        """Segment ``segment`` of ``video``, decoded from ``source``. Messages: ("progress", frames), ("warn", text),
+        ("data", bytes) in order, then ("done", SegmentResult), or ("missing", [(offset, length)]) when the bytes
+        sent were not all the reader needed."""
         messages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
         setup = self.setup
 
@@ -135,17 +143,17 @@ class SegmentWorker:
             out = _ChunkedFile(messages)
             try:
                 result = encode_segment(
-                    Path(setup.source),
+                    Path(video.source),
                     segment,
-                    self.plan,
+                    worker_plan(video.plan, setup.cpu_threads),
                     self.up,
                     out,  # type: ignore[arg-type]
-                    deinterlace=setup.deinterlace,
+                    deinterlace=video.deinterlace,
                     queue_size=setup.queue_size,
                     cpu_threads=setup.cpu_threads,
                     progress=progress,
                     warn=lambda text: messages.put(("warn", text)),
-                    info=setup.info,
+                    info=video.info,
                     opener=source.open,
                 )
                 if source.misses:
@@ -216,37 +224,57 @@ class _Progress:
                 self.callback(self.base + sum(self.running.values()), self.total)
 
 
-def run_segments(
-    scale_out: ScaleOut,
-    *,
-    source: Path,
-    info: VideoInfo,
-    segments: list[Segment],
-    plan: EncoderPlan,
-    up: Upscaler,
-    folder: WorkFolder,
-    deinterlace: bool | None,
-    queue_size: int,
-    cpu_threads: int | None,
-    progress: ProgressCallback | None,
-    done: int,
-    total: int,
-    warn: WarnCallback,
-) -> dict[int, SegmentResult]:
-    """Encode ``segments`` of ``source`` on Ray workers into ``folder`` (each recorded there once its file is
-    complete); their results by index. ``done``/``total``: the job's frames before and in all, for ``progress``."""
-    import ray
+class WorkerPool:
+    """Ray actors that each hold the network of ``up`` and upscale segments of any video, for as long as the
+    ``with`` block lasts (connecting to Ray, or starting it for the pool, on entry; stopping what it started on
+    exit). :meth:`run` may be called from several threads at once, one file each; every actor still has at
+    most :data:`_IN_FLIGHT` segments in flight.
 
-    started = _connect(scale_out)
-    actors: list[Any] = []
-    try:
+    halt_on_failure: a file's failure kills the actors, ending its other segments at once (a pool of one job);
+    False lets the segments in flight finish, so that the pool goes on serving the other files (a folder job).
+    """
+
+    def __init__(
+        self,
+        scale_out: ScaleOut,
+        up: Upscaler,
+        *,
+        queue_size: int,
+        cpu_threads: int | None,
+        halt_on_failure: bool = True,
+    ) -> None:
+        self.scale_out, self.up = scale_out, up
+        self.queue_size, self.cpu_threads = queue_size, cpu_threads
+        self.halt_on_failure = halt_on_failure
+        self.seats: list[_Seat] = []
+        self.halted = threading.Event()
+        self._actors: list[Any] = []
+        self._started = False
+
+    @property
+    def workers(self) -> int:
+        """Actors in the pool (once entered)."""
+        return len(self.seats)
+
+    def __enter__(self) -> WorkerPool:
+        import ray
+
+        self._started = _connect(self.scale_out)
+        try:
+            self._start_actors(ray)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start_actors(self, ray: Any) -> None:
+        scale_out, up = self.scale_out, self.up
         if scale_out.workers is None:
             gpus = 0 if str(scale_out.device) == "cpu" else int(ray.cluster_resources().get("GPU", 0))
             scale_out = replace(scale_out, workers=gpus or len([n for n in ray.nodes() if n.get("Alive")]) or 1)
         workers = scale_out.workers
         assert workers is not None
         gpus, cpus = _resources(scale_out)
-        threads = cpu_threads or max(1, int(cpus // workers))
         setup = _Setup(
             config={**up.model.config(), "rgb_range": up.model.rgb_range},
             options=UpscaleOptions(
@@ -259,12 +287,8 @@ def run_segments(
                 batch=up.batch,
                 max_memory=up.max_memory,
             ),
-            plan=plan,
-            info=info,
-            source=str(source),
-            deinterlace=deinterlace,
-            queue_size=queue_size,
-            cpu_threads=threads,
+            queue_size=self.queue_size,
+            cpu_threads=self.cpu_threads or max(1, int(cpus // workers)),
             crash_once=os.environ.get(CRASH_ONCE_ENV) or None,
         )
         state = ray.put({name: t.detach().cpu() for name, t in up.model.state_dict().items()})
@@ -279,19 +303,53 @@ def run_segments(
         )
 
         def new_actor() -> Any:
-            actors.append(remote.remote(setup, [state]))
-            return actors[-1]
+            self._actors.append(remote.remote(setup, [state]))
+            return self._actors[-1]
 
-        seats = [_Seat(new_actor) for _ in range(workers)]
-        _wait_ready([seat.actor for seat in seats])
-        driver = _Driver(seats, source, info, folder, deinterlace, _Progress(progress, done, total), warn)
-        return driver.run(segments)
-    finally:
-        for actor in actors:
+        self.seats = [_Seat(new_actor) for _ in range(workers)]
+        _wait_ready([seat.actor for seat in self.seats])
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        self.halted.set()
+        for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
-        if started:
+        if self._started:
             ray.shutdown()
+            self._started = False
+
+    def halt(self) -> None:
+        """End every segment in flight at once (Ctrl-C): the actors are killed and :meth:`run` calls raise
+        KeyboardInterrupt; the pool serves no more segments."""
+        import ray
+
+        self.halted.set()
+        for seat in self.seats:
+            with contextlib.suppress(Exception):
+                ray.kill(seat.actor)
+
+    def run(
+        self,
+        *,
+        source: Path,
+        info: VideoInfo,
+        segments: list[Segment],
+        plan: EncoderPlan,
+        folder: WorkFolder,
+        deinterlace: bool | None,
+        progress: ProgressCallback | None,
+        done: int,
+        total: int,
+        warn: WarnCallback,
+    ) -> dict[int, SegmentResult]:
+        """Encode ``segments`` of ``source`` on the actors into ``folder`` (each recorded there once its file is
+        complete); their results by index. ``done``/``total``: the job's frames before and in all, for
+        ``progress``."""
+        video = _Video(plan=plan, info=info, source=str(source), deinterlace=deinterlace)
+        driver = _Driver(self, video, source, folder, _Progress(progress, done, total), warn)
+        return driver.run(segments)
 
 
 def _wait_ready(actors: list[Any]) -> None:
@@ -319,6 +377,7 @@ class _Seat:
         self.actor = make()
         self.replaced = 0
         self.lock = threading.Lock()
+        self.permits = threading.Semaphore(_IN_FLIGHT)  # segments in flight on it, whichever files they are of
 
     def replace(self, lost: Any) -> bool:
         """A new actor for ``lost`` (unless another slot replaced it already); False when none may be made."""
@@ -376,22 +435,22 @@ def _resources(scale_out: ScaleOut) -> tuple[float, float]:
 
 
 class _Driver:
-    """Segments handed to the actors by _IN_FLIGHT threads per actor, each sending one segment at a time."""
+    """One file's segments handed to the pool's actors by :data:`_IN_FLIGHT` threads per actor, each sending one
+    segment at a time once the actor has a free place (other files may be using it too)."""
 
     def __init__(
         self,
-        seats: list[_Seat],
+        pool: WorkerPool,
+        video: _Video,
         source: Path,
-        info: VideoInfo,
         folder: WorkFolder,
-        deinterlace: bool | None,
         progress: _Progress,
         warn: WarnCallback,
     ) -> None:
-        self.seats, self.source, self.info, self.folder = seats, source, info, folder
-        self.deinterlace, self.progress, self.warn = deinterlace, progress, warn
+        self.pool, self.video, self.source, self.folder = pool, video, source, folder
+        self.progress, self.warn = progress, warn
         self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # this file's job is over: no new segment, and with halt, none in flight
         self.pending: deque[Segment] = deque()
         self.losses: dict[int, int] = {}
         self.results: dict[int, SegmentResult] = {}
@@ -401,7 +460,7 @@ class _Driver:
         self.pending.extend(segments)
         slots = [
             threading.Thread(target=self._slot, args=(seat,), name=f"ray slot {i}", daemon=True)
-            for i, seat in enumerate(self.seats * _IN_FLIGHT)
+            for i, seat in enumerate(self.pool.seats * _IN_FLIGHT)
         ]
         for slot in slots:
             slot.start()
@@ -410,59 +469,72 @@ class _Driver:
                 for slot in slots:
                     slot.join(0.1)
         except BaseException:
-            self._halt()
+            self.stop.set()
+            self.pool.halt()
             for slot in slots:
                 slot.join(30)
             raise
         if self.failure is not None:
             raise self.failure
+        if self.pool.halted.is_set():
+            raise KeyboardInterrupt  # the pool was stopped under this file (Ctrl-C in a folder job)
         missing = [s.index for s in segments if s.index not in self.results]
         if missing:
             raise OutputError(f"{self.source}: segments {missing} were not done: every Ray worker was lost")
         return self.results
 
-    def _halt(self) -> None:
-        """Stop every slot: the actors are killed, so that calls in progress end at once."""
-        import ray
-
-        self.stop.set()
-        for seat in self.seats:
-            with contextlib.suppress(Exception):
-                ray.kill(seat.actor)
+    def _stopped(self) -> bool:
+        return self.stop.is_set() or self.pool.halted.is_set()
 
     def _fail(self, exc: BaseException) -> None:
         with self.lock:
             if self.failure is None:
                 self.failure = exc
-        self._halt()
+            self.pending.clear()
+        if self.pool.halt_on_failure:
+            self.stop.set()
+            self.pool.halt()
 
     def _slot(self, seat: _Seat) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                if not self.pending:
-                    return
-                segment = self.pending.popleft()
-            actor = seat.actor
-            try:
-                self.results[segment.index] = self._segment(actor, segment)
-            except _Halted:
-                return
-            except _WorkerLost as lost:
-                self.progress.update(segment.index, None)
-                if self.stop.is_set():
-                    return
+        while not self._stopped():
+            if not seat.permits.acquire(timeout=0.1):
                 with self.lock:
-                    self.losses[segment.index] = count = self.losses.get(segment.index, 0) + 1
-                    self.pending.appendleft(segment)
-                if count >= _ATTEMPTS:
-                    what = f"segment {segment.index} lost its worker {count} times (last: {lost})"
-                    self._fail(OutputError(f"{self.source}: {what}"))
+                    if not self.pending:
+                        return
+                continue
+            try:
+                if not self._one(seat):
                     return
-                if not seat.replace(actor):
-                    return  # lost too often: the other workers take its segments
-            except BaseException as exc:
-                self._fail(exc)
-                return
+            finally:
+                seat.permits.release()
+
+    def _one(self, seat: _Seat) -> bool:
+        """Send the next pending segment to ``seat``'s actor; False when this slot is done."""
+        with self.lock:
+            if not self.pending:
+                return False
+            segment = self.pending.popleft()
+        actor = seat.actor
+        try:
+            self.results[segment.index] = self._segment(actor, segment)
+        except _Halted:
+            return False
+        except _WorkerLost as lost:
+            self.progress.update(segment.index, None)
+            if self._stopped():
+                return False
+            with self.lock:
+                self.losses[segment.index] = count = self.losses.get(segment.index, 0) + 1
+                self.pending.appendleft(segment)
+            if count >= _ATTEMPTS:
+                what = f"segment {segment.index} lost its worker {count} times (last: {lost})"
+                self._fail(OutputError(f"{self.source}: {what}"))
+                return False
+            return seat.replace(actor)  # False: lost too often; the other workers take its segments
+        except BaseException as exc:
+            self._fail(exc)
+            return False
+        return True
 
     def _segment(self, actor: Any, segment: Segment) -> SegmentResult:
         """One segment on ``actor`` into the work folder (sent again with more bytes while its reader misses
@@ -470,15 +542,15 @@ class _Driver:
         import ray
         import ray.exceptions
 
-        source = segment_source(self.source, self.info, segment, deinterlace=self.deinterlace)
+        source = segment_source(self.source, self.video.info, segment, deinterlace=self.video.deinterlace)
         for _ in range(_MISS_ROUNDS):
             source_ref = ray.put(source)
             missing: list[tuple[int, int]] | None = None
             result: SegmentResult | None = None
             try:
                 with self.folder.segment_writer(segment.index) as out:
-                    for ref in actor.encode.remote(segment, source_ref):
-                        if self.stop.is_set():
+                    for ref in actor.encode.remote(self.video, segment, source_ref):
+                        if self._stopped():
                             raise _Halted
                         kind, payload = ray.get(ref)
                         if kind == "data":

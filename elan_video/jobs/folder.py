@@ -1,17 +1,23 @@
-"""The folder job: every image file directly in a folder upscaled into another folder, under the same names, with
-one model for all; a file that fails is reported and the others go on."""
+"""The folder job: every image and video file directly in a folder upscaled into another folder, under the same
+names, with one model for all; a file that fails is reported and the others go on. With Ray workers, the
+videos' segments go to one pool of workers, several files at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ElanVideoError, InputError, OutputError
 from ..media.image import IMAGE_SUFFIXES, is_image_path
+from ..media.video.encoding import VIDEO_SUFFIXES
 from ..model.options import UpscaleOptions
-from ..model.upscaler import upscaler_for
-from .pipeline import check_image_options, upscale_video, with_scale
+from ..model.upscaler import Upscaler, upscaler_for
+from .pipeline import VideoSummary, check_image_options, upscale_video, with_scale
 from .streaming import ProgressCallback
 
 __all__ = ["FolderSummary", "upscale_folder"]
@@ -19,11 +25,21 @@ __all__ = ["FolderSummary", "upscale_folder"]
 
 @dataclass(frozen=True)
 class FolderSummary:
-    """What :func:`upscale_folder` did: images upscaled, images that failed, the network's factor."""
+    """What :func:`upscale_folder` did: images and videos upscaled, files that failed, the network's factor."""
 
-    done: int
+    images: int
+    videos: int
     failed: int
     scale: int
+
+    @property
+    def done(self) -> int:
+        return self.images + self.videos
+
+
+def is_video_path(path: Path) -> bool:
+    """Whether a folder job takes ``path`` as a video: a suffix the writer has a default codec for."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def upscale_folder(
@@ -35,39 +51,126 @@ def upscale_folder(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     on_error: Callable[[Path, ElanVideoError], None] | None = None,
-    **video_options: object,
+    on_done: Callable[[VideoSummary], None] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    segment: float | None = None,
+    resume: bool = True,
+    notify: Callable[[str], None] | None = None,
+    **video_options: Any,
 ) -> FolderSummary:
-    """Upscale every image file directly in ``source`` into ``destination`` (created) under the same names.
+    """Upscale every image and video file directly in ``source`` into ``destination`` (created), same names.
 
-    options: how the network runs (one Upscaler serves every image). outscale/overwrite: as for
-    :func:`~elan_video.jobs.pipeline.upscale_video`. ``video_options`` (codec, pix_fmt, crf, preset, start, end,
-    deinterlace) apply to videos only: any that is not None is refused. A file that fails goes to ``on_error``
-    and the rest go on; progress is called after each file with (files done, files in all).
+    options: how the network runs (one Upscaler serves every file). outscale/overwrite, and for the videos
+    ``segment``/``resume``/``notify`` and ``video_options`` (codec, pix_fmt, crf, preset, start, end,
+    deinterlace): as for :func:`~elan_video.jobs.pipeline.upscale_video`; in a folder without videos any video
+    option that is not None is refused. Videos are the files with a suffix of
+    :data:`~elan_video.media.video.encoding.VIDEO_SUFFIXES`. workers/ray_address: the videos' segments run on
+    one pool of that many Ray workers (see :mod:`~elan_video.jobs.distributed`), up to that many files at a time;
+    images are upscaled here. A file that fails goes to ``on_error`` (the rest go on), one that is done to
+    ``on_done``; progress is called after each file with (files done, files in all).
 
-    Raises InputError (no image in ``source``), OutputError (``destination`` is a file, is ``source`` or cannot
-    be created) and OptionError before any image is read.
+    Raises InputError (no image or video in ``source``), OutputError (``destination`` is a file, is ``source``
+    or cannot be created) and OptionError before any file is read.
     """
-    images = sorted(p for p in source.iterdir() if p.is_file() and is_image_path(p))
-    if not images:
-        raise InputError(f"{source}: a folder without images ({', '.join(IMAGE_SUFFIXES)})")
-    check_image_options(source, **video_options)
+    files = sorted(p for p in source.iterdir() if p.is_file() and (is_image_path(p) or is_video_path(p)))
+    if not files:
+        raise InputError(f"{source}: a folder without images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+    videos = [p for p in files if is_video_path(p)]
+    if not videos:
+        scale_out = {"workers": workers if (workers or 1) > 1 else None, "ray_address": ray_address}
+        check_image_options(source, **video_options, **scale_out)
     if destination.exists() and not destination.is_dir():
-        raise OutputError(f"{destination}: is a file; give a folder for the images of the folder {source}")
+        raise OutputError(f"{destination}: is a file; give a folder for the files of the folder {source}")
     if destination.exists() and destination.resolve() == source.resolve():
         raise OutputError(f"{destination}: is the input folder; choose another output folder")
+    distributed = bool(videos) and ((workers or 1) > 1 or ray_address is not None)
+    if distributed:
+        from .distributed import require_ray
+
+        require_ray(workers, ray_address)
     try:
         destination.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
     upscaler = upscaler_for(with_scale(options, outscale))
-    failed = 0
-    for done, image in enumerate(images, start=1):
+    counts = _Counts(len(files), progress)
+
+    def one(path: Path, pool: Any = None) -> None:
+        settings: dict[str, Any] = {}
+        if is_video_path(path):
+            settings = {**video_options, "segment": segment, "resume": resume, "notify": notify, "pool": pool}
         try:
-            upscale_video(image, destination / image.name, model=upscaler, overwrite=overwrite, outscale=outscale)
+            summary = upscale_video(
+                path, destination / path.name, model=upscaler, overwrite=overwrite, outscale=outscale, **settings
+            )
         except ElanVideoError as exc:
             if on_error is not None:
-                on_error(image, exc)
-            failed += 1
-        if progress is not None:
-            progress(done, len(images))
-    return FolderSummary(done=len(images) - failed, failed=failed, scale=upscaler.scale)
+                on_error(path, exc)
+            counts.add(path, failed=True)
+            return
+        if on_done is not None:
+            on_done(summary)
+        counts.add(path, failed=False)
+
+    if not distributed:
+        for path in files:
+            one(path)
+    else:
+        _spread(files, one, upscaler, workers=workers, ray_address=ray_address, options=options)
+    return FolderSummary(images=counts.images, videos=counts.videos, failed=counts.failed, scale=upscaler.scale)
+
+
+class _Counts:
+    """Files done and failed so far (files may finish on several threads)."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self.total, self.progress = total, progress
+        self.images = self.videos = self.failed = 0
+        self.lock = threading.Lock()
+
+    def add(self, path: Path, *, failed: bool) -> None:
+        with self.lock:
+            if failed:
+                self.failed += 1
+            elif is_video_path(path):
+                self.videos += 1
+            else:
+                self.images += 1
+            if self.progress is not None:
+                self.progress(self.images + self.videos + self.failed, self.total)
+
+
+def _spread(
+    files: list[Path],
+    one: Callable[[Path, Any], None],
+    upscaler: Upscaler,
+    *,
+    workers: int | None,
+    ray_address: str | None,
+    options: UpscaleOptions,
+) -> None:
+    """The folder's files with the videos' segments on one Ray pool: images first, here; then as many videos
+    at a time as the pool has workers, so that short files do not leave workers idle."""
+    from .distributed import ScaleOut, WorkerPool
+
+    for path in files:
+        if not is_video_path(path):
+            one(path, None)
+    videos = [p for p in files if is_video_path(p)]
+    scale_out = ScaleOut(workers, ray_address, options.device)
+    pool = WorkerPool(scale_out, upscaler, queue_size=8, cpu_threads=None, halt_on_failure=False)
+    with pool, ThreadPoolExecutor(max_workers=max(1, min(len(videos), pool.workers)), thread_name_prefix="file") as run:
+        futures: list[Future[None]] = [run.submit(one, path, pool) for path in videos]
+        try:
+            # Failures are reported inside one(); an exception here is a bug or an interrupt.
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()
+        except BaseException:
+            pool.halt()
+            for future in futures:
+                future.cancel()
+            with contextlib.suppress(BaseException):
+                wait(futures, timeout=60)
+            raise

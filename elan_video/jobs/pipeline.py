@@ -50,7 +50,7 @@ from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stre
 from .workdir import WorkFolder, model_hash, source_fingerprint
 
 if TYPE_CHECKING:
-    from .distributed import ScaleOut
+    from .distributed import ScaleOut, WorkerPool
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 
@@ -273,6 +273,7 @@ def upscale_video(
     notify: Callable[[str], None] | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    pool: WorkerPool | None = None,
     **settings: Any,
 ) -> VideoSummary:
     """Upscale the video (or still image) ``src`` into ``dst``.
@@ -312,7 +313,9 @@ def upscale_video(
     started for the job on this machine, or on the cluster at ``ray_address`` (there None means one per GPU of
     the cluster, else one per node; here None and 1 mean no Ray); see :mod:`~elan_video.jobs.distributed`.
     Either implies ``segment`` (:data:`~elan_video.jobs.segments.DEFAULT_SEGMENT_SECONDS` when None). A
-    process already connected to Ray (``ray.init()``) keeps its connection.
+    process already connected to Ray (``ray.init()``) keeps its connection. pool: instead of those two, a
+    running :class:`~elan_video.jobs.distributed.WorkerPool` shared with other jobs (the folder job's); the
+    model must then be the pool's Upscaler.
 
     Raises InputError (missing, empty, unreadable input, no video, nothing decodable), OutputError (missing
     folder, ``dst`` is ``src``, ``dst`` exists without ``overwrite``) and OptionError (bad options) before
@@ -330,12 +333,19 @@ def upscale_video(
     if workers is not None and workers < 1:
         raise OptionError(f"workers must be at least 1, got {workers}")
     scale_out = None
-    if (workers or 1) > 1 or ray_address is not None:
+    if pool is not None:
+        if (workers or 1) > 1 or ray_address is not None:
+            raise OptionError("give either a worker pool or workers/ray_address, not both")
+        if options.model is not pool.up:
+            raise OptionError("a job on a worker pool must use the pool's Upscaler as its model")
+        segment = segment if segment is not None else DEFAULT_SEGMENT_SECONDS
+    elif (workers or 1) > 1 or ray_address is not None:
         from .distributed import ScaleOut, require_ray
 
         require_ray(workers, ray_address)
         scale_out = ScaleOut(workers, ray_address, options.device)
         segment = segment if segment is not None else DEFAULT_SEGMENT_SECONDS
+    distributed = scale_out is not None or pool is not None
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
     options = with_scale(options, outscale)
@@ -365,7 +375,7 @@ def upscale_video(
             preset=preset,
             outscale=outscale,
         )
-        if scale_out is not None and not _stitchable(plan):
+        if distributed and not _stitchable(plan):
             job.warn(f"{dst_path.name}: this output cannot be joined from segments; written as one stream here")
         if segment is not None and _stitchable(plan):
             return _segmented_job(
@@ -380,6 +390,7 @@ def upscale_video(
                 queue_size=queue_size,
                 cpu_threads=cpu_threads,
                 scale_out=scale_out,
+                pool=pool,
             )
         return _video_job(
             job, reader, plan, load(), pix_fmt_given=pix_fmt is not None, queue_size=queue_size, cpu_threads=cpu_threads
@@ -560,6 +571,7 @@ def _segmented_job(
     queue_size: int,
     cpu_threads: int | None,
     scale_out: ScaleOut | None = None,
+    pool: WorkerPool | None = None,
 ) -> VideoSummary:
     """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
     earlier run, then stitched into the output."""
@@ -584,25 +596,27 @@ def _segmented_job(
 
     decoded = errors = retimed = 0
     try:
-        if scale_out is not None:
-            from .distributed import run_segments
+        if scale_out is not None or pool is not None:
+            with contextlib.ExitStack() as stack:
+                if pool is None:
+                    from .distributed import WorkerPool
 
-            results = run_segments(
-                scale_out,
-                source=src,
-                info=info,
-                segments=[s for s in segments if s.index not in folder.done],
-                plan=plan,
-                up=up,
-                folder=folder,
-                deinterlace=deinterlace,
-                queue_size=queue_size,
-                cpu_threads=cpu_threads,
-                progress=job.progress,
-                done=done,
-                total=total,
-                warn=warn_once,
-            ).values()
+                    assert scale_out is not None
+                    pool = stack.enter_context(
+                        WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads)
+                    )
+                results = pool.run(
+                    source=src,
+                    info=info,
+                    segments=[s for s in segments if s.index not in folder.done],
+                    plan=plan,
+                    folder=folder,
+                    deinterlace=deinterlace,
+                    progress=job.progress,
+                    done=done,
+                    total=total,
+                    warn=warn_once,
+                ).values()
             decoded = sum(r.frames_decoded for r in results)
             errors = sum(r.decode_errors for r in results)
             retimed = sum(r.retimed for r in results)

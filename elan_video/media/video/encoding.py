@@ -19,7 +19,7 @@ from ...errors import OptionError
 from .pixels import RANGE_FULL, ColourTags, format_facts, has_alpha, is_grey
 from .probe import VideoInfo
 
-__all__ = ["EncoderPlan", "check_outscale", "muxer_takes", "plan_encoder"]
+__all__ = ["VIDEO_SUFFIXES", "EncoderPlan", "check_outscale", "muxer_takes", "plan_encoder"]
 
 # (codec for 8-bit sources, codec for deeper sources) by output suffix.
 _DEFAULT_CODECS = {
@@ -42,6 +42,8 @@ _DEFAULT_CODECS = {
     ".mts": ("libx264", "libx265"),
     ".mxf": ("mpeg2video", "prores_ks"),  # broadcast MXF: MPEG-2 (8 bits only) or ProRes 4:2:2 10-bit
 }
+# The video files a folder job upscales: those whose suffix names a container the writer picks a codec for.
+VIDEO_SUFFIXES = tuple(_DEFAULT_CODECS)
 # Codecs (by FFmpeg's codec id name) that MPEG-TS carries and players read from it, by output suffix. That
 # muxer has no codec table, so FFmpeg answers "cannot tell" (avformat_query_codec), which PyAV's
 # supported_codecs counts as "no": it would otherwise take only MPEG-2 video and MP2 audio. A .m2ts is written
