@@ -382,7 +382,13 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], fra
 
 
 @main.command(name="eval")
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, path_type=str),
+    help="A benchmark folder; with --degrade or --flicker also a video file (its first 10 frames, coded as one).",
+)
 @model_option("scale", default=2, show_default=True, help="The scale to evaluate, 2, 3 or 4.")
 @model_option("model", help="Bundled name, checkpoint path, or 'bicubic' [default: elan-light-xS].")
 @model_option("device")
@@ -416,7 +422,7 @@ def evaluate_command(
 
     if degrades or with_flicker:
         from .training.degrade import parse_codec
-        from .training.evaluate import benchmark_pairs, evaluate_degraded, flicker
+        from .training.evaluate import evaluate_degraded, first_picture, flicker
 
         for text in degrades:
             if text.strip().lower() != "clean":
@@ -425,8 +431,8 @@ def evaluate_command(
         runs = [evaluate_degraded(model, data_dir, scale=scale, degrade=d.lower(), device=device) for d in degrades]
         shimmer = None
         if with_flicker:
-            first = benchmark_pairs(data_dir, scale=scale)[0]
-            shimmer = flicker(model, first[2], scale=scale, device=device)
+            first = first_picture(data_dir, scale=scale)
+            shimmer = flicker(model, first[1], scale=scale, device=device)
         if as_json:
             doc = {"model": name, "scale": scale, "results": [r.to_dict() for r in runs]}
             if shimmer is not None:
@@ -447,6 +453,8 @@ def evaluate_command(
 
     from .training.evaluate import evaluate
 
+    if Path(data_dir).is_file():
+        raise OptionError(f"{data_dir}: a video benchmark needs --degrade (clean, x264:CRF, jpeg:Q) or --flicker")
     result = evaluate(model, data_dir, scale=scale, device=device)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -16,7 +16,7 @@ from elan_video.cli import main
 from elan_video.errors import OptionError
 from elan_video.model.checkpoint import save_safetensors
 from elan_video.training.data import read_image
-from elan_video.training.evaluate import evaluate_degraded, flicker, flicker_frames
+from elan_video.training.evaluate import evaluate_degraded, flicker, flicker_frames, read_sequence
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,3 +114,31 @@ def test_a_recipes_video_table_sets_the_degradation_and_lands_in_the_metadata() 
     assert json.loads(export_metadata("image")["degradation"]) == {"kind": "image", "resize": "MATLAB bicubic"}
     with pytest.raises(OptionError, match="unknown fields"):
         video_recipe({"p_cleen": 0.3})
+
+
+def test_a_video_benchmark_scores_its_first_ten_frames_coded_as_one_sequence() -> None:
+    foreman = shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m")
+    frames = read_sequence(foreman, scale=2)
+    assert len(frames) == 10 and all(f.shape == (144, 176, 3) and f.dtype == np.uint8 for f in frames)
+    assert all(np.abs(b.astype(int) - a).mean() > 1 for a, b in pairwise(frames))  # real motion, no repeats
+    db = {}
+    for degrade in ("clean", "x264:18", "x264:35"):
+        result = evaluate_degraded("bicubic", foreman, scale=2, degrade=degrade)
+        assert [s.name for s in result.images] == [foreman.stem] and result.gain == 0.0
+        db[degrade] = result.bicubic
+    assert db["clean"] > db["x264:18"] > db["x264:35"] + 1.5
+    # The trained network on the clean LR: HR and LR line up frame for frame (a frame or a pixel off would
+    # lose to bicubic, not gain 5.5 dB).
+    assert evaluate_degraded("elan-light-x2", foreman, scale=2, degrade="clean", device="cpu").gain > 4.5
+
+
+def test_eval_command_takes_a_video_with_degrade_only() -> None:
+    foreman = str(shared_path("data", "video", "foreman_qcif_30f_yuv420p10le.y4m"))
+    result = CliRunner().invoke(main, ["eval", "--data", foreman, "--model", "bicubic", "--degrade", "x264:28"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("foreman_qcif_30f_yuv420p10le.y4m x2") and lines[2].startswith("x264:28")
+    plain = CliRunner().invoke(main, ["eval", "--data", foreman, "--model", "bicubic"])
+    assert plain.exit_code == 1 and plain.output.strip().splitlines() == [
+        f"elan-video: error: {foreman}: a video benchmark needs --degrade (clean, x264:CRF, jpeg:Q) or --flicker"
+    ]

@@ -30,7 +30,9 @@ __all__ = [
     "evaluate",
     "evaluate_degraded",
     "flicker",
+    "first_picture",
     "flicker_frames",
+    "read_sequence",
 ]
 
 BICUBIC = "bicubic"  # model name of the MATLAB bicubic baseline
@@ -248,6 +250,45 @@ def _degraded_frames(
     return list(zip(h264_roundtrip(lrs, crf=spec.level), hrs, strict=True))
 
 
+SEQUENCE_FRAMES = 10  # frames of a video benchmark (the issue's protocol: a standard sequence, 10 frames)
+
+
+def read_sequence(path: str | Path, *, frames: int = SEQUENCE_FRAMES, scale: int) -> list[np.ndarray]:
+    """The first ``frames`` frames of the video ``path`` as HR: uint8 RGB (BT.601 decoding for SD, as PyAV
+    does), cropped to a multiple of 2 x ``scale`` so that the LR has even sides for 4:2:0 coding."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            decoded = []
+            for frame in container.decode(video=0):
+                decoded.append(crop_to_multiple(frame.to_ndarray(format="rgb24"), 2 * scale))
+                if len(decoded) == frames:
+                    break
+    except (av.FFmpegError, IndexError) as exc:
+        raise InputError(f"{path}: cannot be read as a video ({exc})") from None
+    if len(decoded) < frames:
+        raise InputError(f"{path}: {len(decoded)} frames; a sequence benchmark takes its first {frames}")
+    return decoded
+
+
+def _sequence_frames(path: Path, *, scale: int, degrade: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(decoded LR, HR) frames of a video benchmark: each frame's MATLAB bicubic LR, and for x264 the LR
+    frames coded as one sequence (one keyframe, then P/B frames)."""
+    from .degrade import h264_roundtrip, jpeg_roundtrip, parse_codec
+
+    hrs = read_sequence(path, scale=scale)
+    lrs = [bicubic_downscale(hr, scale) for hr in hrs]
+    if degrade != "clean":
+        spec = parse_codec(degrade)
+        if spec.kind == "jpeg":
+            lrs = [jpeg_roundtrip(lr, quality=spec.level) for lr in lrs]
+        else:
+            lrs = h264_roundtrip(lrs, crf=spec.level)
+    return list(zip(lrs, hrs, strict=True))
+
+
 def evaluate_degraded(
     model: ELAN | str | Path | None,
     data_dir: str | Path,
@@ -257,24 +298,39 @@ def evaluate_degraded(
     device: str | None = None,
     on_image: Callable[[DegradedScore], None] | None = None,
 ) -> DegradedResult:
-    """Gain in Y-PSNR over bicubic on a benchmark folder whose LR is codec-degraded.
+    """Gain in Y-PSNR over bicubic on a benchmark folder (or video) whose LR is codec-degraded.
 
     degrade: "clean" (the benchmark LR), "jpeg:Q" (the benchmark LR coded as 4:2:0 JPEG at quality Q) or
     "x264:CRF" (a slow pan over each HR image, six frames moving one LR pixel a frame diagonally, each the
     MATLAB bicubic of its HR window, coded by libx264 at CRF with one keyframe, 4:2:0; every frame scored
     against its HR window). The model and MATLAB bicubic upscale the same decoded LR; PSNR on Y with ``scale``
-    pixels shaved, as :func:`evaluate`. Gray images are scored as neutral RGB.
+    pixels shaved, as :func:`evaluate`. Gray images are scored as neutral RGB. A video file as ``data_dir`` is
+    one sequence: its first :data:`SEQUENCE_FRAMES` frames are the HR, their bicubic LR is coded as a whole
+    (x264: one keyframe, then P/B frames; jpeg: frame by frame), every frame is scored, and the result holds one
+    entry named after the file.
     """
     from .degrade import parse_codec
 
     text = degrade.strip().lower()
     degrade = text if text == "clean" else str(parse_codec(text))  # checked before the first (slow) image
-    pairs = benchmark_pairs(data_dir, scale=scale)
+    if Path(data_dir).is_file():
+        sequence = _sequence_frames(Path(data_dir), scale=scale, degrade=degrade)
+        items = [(Path(data_dir).stem, lambda: sequence)]
+    else:
+        items = [
+            (
+                name,
+                lambda name=name, lr=lr, hr=hr: _degraded_frames(
+                    name, _rgb(lr), _rgb(hr), scale=scale, degrade=degrade
+                ),
+            )
+            for name, lr, hr in benchmark_pairs(data_dir, scale=scale)
+        ]
     run = _model_runner(model, scale=scale, device=device)
     scores = []
-    for name, lr, hr in pairs:
+    for name, frames in items:
         model_db, bicubic_db = [], []
-        for small, big in _degraded_frames(name, _rgb(lr), _rgb(hr), scale=scale, degrade=degrade):
+        for small, big in frames():
             model_db.append(psnr(run(small), big, shave=scale))
             bicubic_db.append(psnr(bicubic_upscale(small, scale), big, shave=scale))
         score = DegradedScore(name=name, psnr=float(np.mean(model_db)), bicubic=float(np.mean(bicubic_db)))
@@ -282,6 +338,14 @@ def evaluate_degraded(
         if on_image is not None:
             on_image(score)
     return DegradedResult(dataset=Path(data_dir).resolve().name, scale=scale, degrade=degrade, images=tuple(scores))
+
+
+def first_picture(data_dir: str | Path, *, scale: int) -> tuple[str, np.ndarray]:
+    """(name, HR) of a benchmark's first image, or of a video benchmark's first frame: the flicker test's scene."""
+    if Path(data_dir).is_file():
+        return Path(data_dir).stem, read_sequence(data_dir, frames=1, scale=scale)[0]
+    name, _, hr = benchmark_pairs(data_dir, scale=scale)[0]
+    return name, hr
 
 
 FLICKER_SIZE = (120, 160)  # LR rows, columns
