@@ -47,7 +47,8 @@ if [[ $STEPS == *" tests "* ]]; then
 # 90 s there (2026-11-27); CI runs it, and the CUDA compile test here covers the backend on the GPU.
 timeout 240 python3 -m pytest -q -rs -p no:cacheprovider --timeout 90 --durations 10 \
     --deselect tests/test_backends.py::test_compile_backend_equals_the_network \
-    tests/test_backends.py tests/test_upscaler.py tests/test_pipeline.py tests/test_cli_video.py tests/test_bench.py \
+    tests/test_backends.py tests/test_upscaler.py tests/test_upscaler_backend_precision.py tests/test_pipeline_cuda.py \
+    tests/test_pipeline_memory.py tests/test_cli_video.py tests/test_bench.py \
     tests/test_arch.py tests/test_fuse.py tests/test_bundled.py tests/test_checkpoint.py tests/test_video.py \
     tests/test_image.py tests/test_animation.py tests/test_metrics.py tests/test_eval.py tests/test_train.py \
     >"$OUT/tests.log" 2>&1
