@@ -159,8 +159,12 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
+    Without --model, a lossily coded video gets the codec-aware elan-light-x2-video or -x4-video weights, and an
+    image or a losslessly coded video the clean ones (x3: always the clean ones).
+
     A folder SOURCE upscales every image and video in it into the folder DESTINATION (created), under the same
-    names; with --workers, the videos' segments are spread over the workers, several files at a time.
+    names, with one model (the clean weights unless --model); with --workers, the videos' segments are spread
+    over the workers, several files at a time.
     """
     import json
     import signal
@@ -174,6 +178,13 @@ def upscale(
 
     options = _take_options(values)
     folder = Path(source).is_dir()
+    if options.model is None and not folder:
+        from .jobs.default_weights import default_weights
+        from .jobs.pipeline import with_scale
+
+        scale = with_scale(options, values["outscale"]).scale
+        assert scale is not None
+        options = UpscaleOptions.of(options, model=default_weights(Path(source), scale=scale), scale=scale)
     console = _Console(unit="file" if folder else "frame")
     progress = None if quiet else console.progress
 
@@ -275,6 +286,8 @@ def _summary_line(summary: VideoSummary) -> str:
     """One line on what :func:`~elan_video.jobs.pipeline.upscale_video` wrote."""
     w, h = summary.output_size
     network = f" [{summary.backend} {summary.precision}]" if summary.backend else ""
+    if summary.weights:
+        network = f", weights {summary.weights}{network}"
     if summary.codec:  # a video
         what = f"{summary.frames} frames, {summary.codec} {summary.pix_fmt}, {summary.seconds:.1f} s"
         return f"{summary.destination}: {w}x{h}, {what} ({summary.fps:.2f} fps){network}"
@@ -300,6 +313,7 @@ def _summary_json(summary: VideoSummary) -> dict[str, Any]:
         "codec": summary.codec,
         "pix_fmt": summary.pix_fmt,
         "frames_lost": summary.frames_lost,
+        "weights": summary.weights,
         "backend": summary.backend,
         "precision": summary.precision,
         "segments": None

@@ -77,7 +77,7 @@ def test_upscales_a_video_with_the_default_command(tmp_path: Path, clip: Path) -
     frames = video_frames(tmp_path / "out.mp4")
     assert len(frames) == 5 and frames[0][1].shape == (48, 64, 3)
     assert "out.mp4: 64x48, 5 frames, libx264 yuv420p" in err
-    assert err.strip().endswith("fps) [eager fp32]")  # the summary names how the network ran
+    assert err.strip().endswith("fps), weights tiny-x2.safetensors [eager fp32]")  # which weights, how they ran
 
 
 def test_the_summary_names_the_precision_auto_chose(tmp_path: Path, clip: Path) -> None:

@@ -184,15 +184,26 @@ def test_each_shipped_recipe_parses_and_names_only_known_keys(scale: int) -> Non
     assert all(not Path(d).is_absolute() for d in recipe["data_dirs"])
 
 
-def test_the_shipped_recipes_are_exactly_x2_x3_x4_and_x2_video() -> None:
+def test_the_shipped_recipes_are_the_clean_and_the_codec_aware_ones() -> None:
     names = sorted(p.name for p in (REPO / "training").glob("*.toml"))
-    assert names == ["x2-video.toml", "x2.toml", "x3.toml", "x4.toml"]
+    assert names == ["x2-video-b.toml", "x2-video.toml", "x2.toml", "x3.toml", "x4-video.toml", "x4.toml"]
 
 
-def test_the_video_recipe_fine_tunes_the_clean_x2_on_the_video_degradation() -> None:
-    recipe = read_train_config(REPO / "training" / "x2-video.toml")
-    assert recipe["degrade"] == "video" and recipe["init"] == "elan-light-x2" and recipe["scale"] == 2
+@pytest.mark.parametrize(
+    ("name", "scale", "init", "clean"),
+    [
+        ("x2-video-b.toml", 2, "elan-light-x2", 0.35),
+        ("x2-video.toml", 2, "ckpt/elan-light-x2-video-b.safetensors", 0.45),  # run C continues run B
+        ("x4-video.toml", 4, "elan-light-x4", 0.45),
+    ],
+)
+def test_the_video_recipes_fine_tune_on_the_video_degradation(name: str, scale: int, init: str, clean: float) -> None:
+    recipe = read_train_config(REPO / "training" / name)
+    assert recipe["degrade"] == "video" and recipe["init"] == init and recipe["scale"] == scale
+    assert recipe["video"]["p_clean"] == clean
     assert recipe["out"].startswith("ckpt/") and recipe["export"].startswith("ckpt/")
+    if init.startswith("ckpt/"):  # the run it continues writes that file
+        assert init in {read_train_config(p)["export"] for p in (REPO / "training").glob("*-video*.toml")}
 
 
 def test_read_train_config_raises_option_error(tmp_path: Path) -> None:

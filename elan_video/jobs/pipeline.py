@@ -40,7 +40,7 @@ from ..media.video.probe import VideoInfo, check_source
 from ..media.video.reader import VideoReader
 from ..media.video.writer import VideoWriter
 from ..model.arch import ELAN
-from ..model.checkpoint import load_model
+from ..model.checkpoint import BUNDLED, load_model
 from ..model.options import SCALES, UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
 from .segment_file import read_segment_file
@@ -81,6 +81,7 @@ class VideoSummary:
     segments: SegmentCounts | None = None  # a segmented job's (None for one stream)
     backend: str | None = None  # how the network ran, "auto" resolved (None where it never ran)
     precision: str | None = None
+    weights: str | None = None  # the bundled name or checkpoint file name (None for a network given as an object)
 
     @property
     def fps(self) -> float:
@@ -348,8 +349,10 @@ def upscale_video(
     distributed = scale_out is not None or pool is not None
     src_path, dst_path = check_source(src), Path(dst)
     _check_destination(src_path, dst_path, overwrite=overwrite)
+    given = options.model
     options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
+    job.weights = _weights_name(given, options.scale)
     load = functools.partial(job.load, options)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
@@ -397,6 +400,15 @@ def upscale_video(
         )
 
 
+def _weights_name(model: object, scale: int | None) -> str | None:
+    """How the summary names the weights: the bundled name, the checkpoint's file name, or None (an object)."""
+    if model is None:
+        return f"elan-light-x{scale}"
+    if isinstance(model, (str, Path)):
+        return str(model) if str(model) in BUNDLED else Path(model).name
+    return None
+
+
 @dataclass
 class _Job:
     """One call of :func:`upscale_video`: where from and to, and the warnings it gave so far."""
@@ -408,9 +420,11 @@ class _Job:
     outscale: float | None
     messages: list[str] = field(default_factory=list)
     upscaler: Upscaler | None = None
+    weights: str | None = None
 
     def load(self, options: UpscaleOptions) -> Upscaler:
-        """The job's network (kept, so that the summary can say which backend and precision it ran with)."""
+        """The job's network (kept, so that the summary can say which weights, backend and precision it ran
+        with)."""
         self.upscaler = upscaler_for(options)
         return self.upscaler
 
@@ -426,6 +440,7 @@ class _Job:
             warnings=tuple(self.messages),
             backend=self.upscaler.backend if self.upscaler else None,
             precision=self.upscaler.precision if self.upscaler else None,
+            weights=self.weights,
             **facts,
         )
 

@@ -16,7 +16,8 @@ from .options import SCALES
 
 __all__ = ["BUNDLED", "infer_config", "load_model", "save_safetensors"]
 
-BUNDLED = ("elan-light-x2", "elan-light-x3", "elan-light-x4")
+# Clean-bicubic weights, and codec-aware ones for x2 and x4 (trained on compressed LR; docs/weights.md).
+BUNDLED = ("elan-light-x2", "elan-light-x3", "elan-light-x4", "elan-light-x2-video", "elan-light-x4-video")
 # Searched in this order, so BasicSR's EMA weights win over its raw ones; "model_state_dict" is the authors' train.py.
 _WRAPPERS = ("params_ema", "params", "model_state_dict", "state_dict", "model", "net", "generator")
 _SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
@@ -213,7 +214,7 @@ def load_model(
 ) -> ELAN:
     """Build an :class:`ELAN` in eval mode from ``source``.
 
-    source: a bundled name ("elan-light-x2" | "elan-light-x3" | "elan-light-x4"), a path to a
+    source: a bundled name (see :data:`BUNDLED`: "elan-light-x2", ..., "elan-light-x2-video"), a path to a
     .pth/.pt (loaded with ``weights_only=True``, never unpickling arbitrary objects) or .safetensors
     file, or a state dict. Training wrappers are removed: BasicSR's {"params_ema"|"params": ...} (EMA
     preferred), the authors' train.py's {"model_state_dict": ..., "optimizer_state_dict": ...},

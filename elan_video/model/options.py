@@ -32,8 +32,9 @@ class UpscaleOptions:
     """How the network runs. Every field is validated on construction (:class:`~elan_video.errors.OptionError`).
 
     model: an :class:`~elan_video.model.arch.ELAN`, a checkpoint path (.pth/.pt/.safetensors), a bundled name
-    (``elan-light-x2|x3|x4``), a ready :class:`~elan_video.model.upscaler.Upscaler` (then every other field but
-    ``scale`` must keep its default: the Upscaler carries them), or None for the bundled ``elan-light-x{scale}``.
+    (``elan-light-x2|x3|x4``, ``elan-light-x2-video|x4-video``), a ready
+    :class:`~elan_video.model.upscaler.Upscaler` (then every other field but ``scale`` must keep its default:
+    the Upscaler carries them), or None for the bundled ``elan-light-x{scale}``.
     scale: 2, 3 or 4; None takes the model's (2 for the bundled weights). device: "cpu", "cuda", "cuda:N" or None
     (CUDA when available). precision: "auto" (the fastest precision whose output stays >= 45 dB PSNR of fp32,
     measured on the first picture), "fp32", "bf16" or "fp16". backend: "eager", "torchscript", "compile",
@@ -47,7 +48,9 @@ class UpscaleOptions:
     """
 
     # ELAN | str | Path | Upscaler | None; typed loosely because the Upscaler module imports this one.
-    model: object = field(default=None, metadata=_help("Bundled name (elan-light-x2|x3|x4) or checkpoint path."))
+    model: object = field(
+        default=None, metadata=_help("Bundled name (elan-light-x2|x3|x4, elan-light-x2-video|x4-video) or checkpoint.")
+    )
     scale: int | None = field(
         default=None, metadata=_help("The network's factor, 2, 3 or 4 [default: the --model's; else 2].")
     )

@@ -1,0 +1,48 @@
+"""Which bundled weights the command line gives a source when ``--model`` is not given.
+
+A video whose codec is lossy gets the codec-aware ``elan-light-x{s}-video`` weights where the scale has them:
+measured on x264-coded sequences, they beat the clean weights at every quality tried, CRF 10 included
+(docs/weights.md), since they were trained not to sharpen blocking and ringing into the picture. A still
+image, an animation, or a losslessly coded video (FFV1, raw, Y4M, PNG, QuickTime RLE, ...) gets the clean
+weights: nothing there was compressed. The library's functions and the VapourSynth filter keep the clean
+weights as their default, so that code written against them does not change its output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+
+from ..media.image import is_image_path
+from ..media.video.probe import is_cover
+from ..model.checkpoint import BUNDLED
+
+__all__ = ["LOSSLESS_CODECS", "coded_lossily", "default_weights"]
+
+# FFmpeg decoder names of lossless video codecs (and uncompressed ones).
+LOSSLESS_CODECS = frozenset(
+    {"ffv1", "ffvhuff", "huffyuv", "utvideo", "magicyuv", "rawvideo", "wrapped_avframe", "png", "apng", "qtrle"}
+    | {"v210", "v210x", "v308", "v408", "v410", "r210", "r10k", "ayuv", "yuv4", "y41p", "zlib", "lagarith"}
+    | {"bmp", "tiff", "targa", "sgi", "ppm", "pgm", "dpx", "exr", "gif", "qoi", "flashsv", "mscc", "tscc2"}
+)
+
+
+def coded_lossily(source: Path) -> bool:
+    """Whether ``source`` is a video whose main picture stream has a lossy codec. An image file (by name), a
+    file FFmpeg cannot open or one without video: False (the job itself reports what is wrong)."""
+    if is_image_path(source):
+        return False
+    try:
+        with av.open(str(source)) as container:
+            streams = [s for s in container.streams.video if not is_cover(s)]
+            return bool(streams) and streams[0].codec_context.name not in LOSSLESS_CODECS
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+
+
+def default_weights(source: Path, *, scale: int) -> str:
+    """The bundled weights' name for ``source`` at ``scale``: ``elan-light-x{scale}-video`` for a lossily coded
+    video where they exist, else ``elan-light-x{scale}``."""
+    video = f"elan-light-x{scale}-video"
+    return video if video in BUNDLED and coded_lossily(source) else f"elan-light-x{scale}"
