@@ -7,7 +7,7 @@ with the project's MATLAB-exact bicubic (HR cropped to a multiple of s first).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -289,6 +289,17 @@ def _sequence_frames(path: Path, *, scale: int, degrade: str) -> list[tuple[np.n
     return list(zip(lrs, hrs, strict=True))
 
 
+def _scored_frames(
+    data: Path, *, scale: int, degrade: str
+) -> Iterator[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """(name, its (decoded LR, HR) frames) for each image of a benchmark folder, or once for a video."""
+    if data.is_file():
+        yield data.stem, _sequence_frames(data, scale=scale, degrade=degrade)
+        return
+    for name, lr, hr in benchmark_pairs(data, scale=scale):
+        yield name, _degraded_frames(name, _rgb(lr), _rgb(hr), scale=scale, degrade=degrade)
+
+
 def evaluate_degraded(
     model: ELAN | str | Path | None,
     data_dir: str | Path,
@@ -313,24 +324,11 @@ def evaluate_degraded(
 
     text = degrade.strip().lower()
     degrade = text if text == "clean" else str(parse_codec(text))  # checked before the first (slow) image
-    if Path(data_dir).is_file():
-        sequence = _sequence_frames(Path(data_dir), scale=scale, degrade=degrade)
-        items = [(Path(data_dir).stem, lambda: sequence)]
-    else:
-        items = [
-            (
-                name,
-                lambda name=name, lr=lr, hr=hr: _degraded_frames(
-                    name, _rgb(lr), _rgb(hr), scale=scale, degrade=degrade
-                ),
-            )
-            for name, lr, hr in benchmark_pairs(data_dir, scale=scale)
-        ]
     run = _model_runner(model, scale=scale, device=device)
     scores = []
-    for name, frames in items:
+    for name, frames in _scored_frames(Path(data_dir), scale=scale, degrade=degrade):
         model_db, bicubic_db = [], []
-        for small, big in frames():
+        for small, big in frames:
             model_db.append(psnr(run(small), big, shave=scale))
             bicubic_db.append(psnr(bicubic_upscale(small, scale), big, shave=scale))
         score = DegradedScore(name=name, psnr=float(np.mean(model_db)), bicubic=float(np.mean(bicubic_db)))
