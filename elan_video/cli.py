@@ -144,7 +144,12 @@ def main() -> None:
     "--ray, one per GPU of the cluster, else per node].",
 )
 @click.option("--ray", "ray_address", default=None, help="Run on the Ray cluster at this address (e.g. HOST:6379).")
-@click.option("--json", "as_json", is_flag=True, help="Print the job's summary as one JSON object on stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the job's summary as one JSON object on stdout (a folder's: its files' summaries and errors).",
+)
 @_fails_cleanly
 def upscale(
     source: str,
@@ -193,6 +198,15 @@ def upscale(
 
     def failed_file(path: Path, exc: ElanVideoError) -> None:
         console.say(f"elan-video: error: {exc}")
+        errors.append({"source": str(path), "error": str(exc)})
+
+    def finished_file(summary: VideoSummary) -> None:
+        files.append(summary)
+        if summary.codec and not quiet:  # a line per video, not per image
+            console.say(_summary_line(summary))
+
+    files: list[VideoSummary] = []
+    errors: list[dict[str, str]] = []
 
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if on_main else None
@@ -207,7 +221,7 @@ def upscale(
                     options=options,
                     progress=progress,
                     on_error=failed_file,
-                    on_done=None if quiet else lambda summary: summary.codec and console.say(_summary_line(summary)),
+                    on_done=finished_file,
                     segment=segment,
                     resume=not no_resume,
                     notify=None if quiet else console.say,
@@ -245,11 +259,16 @@ def upscale(
             click.echo(
                 f"{destination}: {_files(result.images, result.videos)} upscaled x{factor:g}{failures}", err=True
             )
+        if as_json:
+            done = {"images": result.images, "videos": result.videos, "failed": result.failed}
+            report = {"output": destination, **done, "files": [_summary_json(f) for f in files], "errors": errors}
+            click.echo(json.dumps(report))
         if result.failed:
             sys.exit(1)
-    elif not quiet:
+        return
+    if not quiet:
         click.echo(_summary_line(summary), err=True)
-    if as_json and not folder:
+    if as_json:
         click.echo(json.dumps(_summary_json(summary)))
 
 

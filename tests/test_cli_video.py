@@ -194,9 +194,17 @@ def test_a_folder_of_images_and_videos_takes_the_video_options_for_its_videos(tm
     photos = _photo_folder(tmp_path / "media")
     clip.rename(photos / "clip.mkv")
     out = tmp_path / "out"
-    code, _, err = run(photos, out, *fast(tmp_path), "--codec", "ffv1", "--pix-fmt", "gbrp", "--segment", "0.1")
-    assert code == 0, err
-    assert "2 images and 1 video upscaled x2" in err
+    (photos / "broken.mp4").write_bytes(b"not a video")
+    options = ["--codec", "ffv1", "--pix-fmt", "gbrp", "--segment", "0.1", "--json"]
+    code, out_text, err = run(photos, out, *fast(tmp_path), *options)
+    assert code == 1, err  # one file failed, the others were done
+    assert "2 images and 1 video upscaled x2, 1 failed" in err
+    report = json.loads(out_text.strip().splitlines()[-1])
+    assert (report["images"], report["videos"], report["failed"]) == (2, 1, 1)
+    assert sorted(Path(f["output"]).name for f in report["files"]) == ["a.png", "b.jpg", "clip.mkv"]
+    (video,) = [f for f in report["files"] if f["codec"]]
+    assert video["frames"] == 5 and video["segments"]["processed"] == 1 and video["weights"] == "tiny-x2.safetensors"
+    assert [Path(e["source"]).name for e in report["errors"]] == ["broken.mp4"]
     assert "clip.mkv: 64x48, 5 frames, ffv1 bgr0" in err  # each video's own summary line (no line per image)
     assert "a.png:" not in err
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "clip.mkv"]

@@ -8,7 +8,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ..media.image import IMAGE_SUFFIXES, is_image_path
 from ..media.video.encoding import VIDEO_SUFFIXES
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
-from .pipeline import VideoSummary, check_image_options, upscale_video, with_scale
+from .pipeline import VideoSummary, check_image_options, upscale_video, weights_name, with_scale
 from .streaming import ProgressCallback
 
 __all__ = ["FolderSummary", "upscale_folder"]
@@ -94,6 +94,7 @@ def upscale_folder(
     except OSError as exc:
         raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
     upscaler = upscaler_for(with_scale(options, outscale))
+    weights = weights_name(options.model, upscaler.scale)  # the files' summaries name it (they get the Upscaler)
     counts = _Counts(len(files), progress)
 
     def one(path: Path, pool: Any = None) -> None:
@@ -110,7 +111,7 @@ def upscale_folder(
             counts.add(path, failed=True)
             return
         if on_done is not None:
-            on_done(summary)
+            on_done(replace(summary, weights=weights))
         counts.add(path, failed=False)
 
     if not distributed:

@@ -352,7 +352,7 @@ def upscale_video(
     given = options.model
     options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
-    job.weights = _weights_name(given, options.scale)
+    job.weights = weights_name(given, options.scale)
     load = functools.partial(job.load, options)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
@@ -400,7 +400,7 @@ def upscale_video(
         )
 
 
-def _weights_name(model: object, scale: int | None) -> str | None:
+def weights_name(model: object, scale: int | None) -> str | None:
     """How the summary names the weights: the bundled name, the checkpoint's file name, or None (an object)."""
     if model is None:
         return f"elan-light-x{scale}"
