@@ -597,20 +597,20 @@ def _segmented_job(
     segments = plan_segments(src, seconds=seconds, start=start, end=end)
     key = _job_key(job, reader, plan, up, seconds)
     folder = WorkFolder.open(job.dst, key, resume=resume, total=len(segments), warn=job.warn)
-    resumed = len(folder.done)
-    if resumed and notify is not None:
-        notify(f"resuming: {resumed} of {len(segments)} segments done")
-    total = sum(s.frames for s in segments)
-    done = sum(folder.done.values())
-    said: set[str] = set()
+    try:  # from here on, an interrupt leaves no work folder without finished segments
+        resumed = len(folder.done)
+        if resumed and notify is not None:
+            notify(f"resuming: {resumed} of {len(segments)} segments done")
+        total = sum(s.frames for s in segments)
+        done = sum(folder.done.values())
+        said: set[str] = set()
 
-    def warn_once(message: str) -> None:  # each segment's reader would repeat a warning about the source
-        if message not in said:
-            said.add(message)
-            job.warn(message)
+        def warn_once(message: str) -> None:  # each segment's reader would repeat a warning about the source
+            if message not in said:
+                said.add(message)
+                job.warn(message)
 
-    decoded = errors = retimed = 0
-    try:
+        decoded = errors = retimed = 0
         if scale_out is not None or pool is not None:
             with contextlib.ExitStack() as stack:
                 if pool is None:

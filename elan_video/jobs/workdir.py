@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -102,12 +103,17 @@ class WorkFolder:
                 _clear_others(path, done)
             else:
                 shutil.rmtree(path, ignore_errors=True)
-        try:
-            path.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot be created ({exc.strerror or exc})") from None
         folder = cls(path, key, done)
-        folder._save()
+        try:
+            try:
+                path.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot be created ({exc.strerror or exc})") from None
+            folder._save()
+        except BaseException:  # Ctrl-C or SIGTERM here too: leave no folder without finished segments
+            if not done:
+                folder.remove()
+            raise
         return folder
 
     def segment_path(self, index: int) -> Path:
@@ -133,7 +139,13 @@ class WorkFolder:
         self._save()
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        # An interrupted job's encoder thread may still be closing its segment file while this runs, which can
+        # leave the folder in place; try again briefly.
+        for _ in range(3):
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists():
+                return
+            time.sleep(0.05)
 
     def _save(self) -> None:
         manifest = {
