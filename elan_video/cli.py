@@ -214,34 +214,22 @@ def upscale(
         warnings.simplefilter("always", VideoWarning)
         warnings.showwarning = console.show
         try:
+            job = {
+                "options": options,
+                "progress": progress,
+                "segment": segment,
+                "resume": not no_resume,
+                "notify": None if quiet else console.say,
+                "workers": workers,
+                "ray_address": ray_address,
+                **values,
+            }
             if folder:
                 result = upscale_folder(
-                    Path(source),
-                    Path(destination),
-                    options=options,
-                    progress=progress,
-                    on_error=failed_file,
-                    on_done=finished_file,
-                    segment=segment,
-                    resume=not no_resume,
-                    notify=None if quiet else console.say,
-                    workers=workers,
-                    ray_address=ray_address,
-                    **values,
+                    Path(source), Path(destination), on_error=failed_file, on_done=finished_file, **job
                 )
             else:
-                summary = upscale_video(
-                    source,
-                    destination,
-                    options=options,
-                    progress=progress,
-                    segment=segment,
-                    resume=not no_resume,
-                    notify=None if quiet else console.say,
-                    workers=workers,
-                    ray_address=ray_address,
-                    **values,
-                )
+                summary = upscale_video(source, destination, **job)
         except KeyboardInterrupt:
             kept = work_folder_for(Path(destination))
             if kept.is_dir():  # only where segments were finished: see upscale_video

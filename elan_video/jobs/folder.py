@@ -114,11 +114,11 @@ def upscale_folder(
             on_done(replace(summary, weights=weights))
         counts.add(path, failed=False)
 
-    if not distributed:
-        for path in files:
+    for path in files:
+        if not distributed or not is_video_path(path):  # with workers, the images first, here
             one(path)
-    else:
-        _spread(files, one, upscaler, workers=workers, ray_address=ray_address, options=options)
+    if distributed:
+        _spread(videos, one, upscaler, workers=workers, ray_address=ray_address, options=options)
     return FolderSummary(images=counts.images, videos=counts.videos, failed=counts.failed, scale=upscaler.scale)
 
 
@@ -143,7 +143,7 @@ class _Counts:
 
 
 def _spread(
-    files: list[Path],
+    videos: list[Path],
     one: Callable[[Path, Any], None],
     upscaler: Upscaler,
     *,
@@ -151,14 +151,10 @@ def _spread(
     ray_address: str | None,
     options: UpscaleOptions,
 ) -> None:
-    """The folder's files with the videos' segments on one Ray pool: images first, here; then as many videos
-    at a time as the pool has workers, so that short files do not leave workers idle."""
+    """The folder's videos with their segments on one Ray pool, as many videos at a time as the pool has
+    workers, so that short files do not leave workers idle."""
     from .distributed import ScaleOut, WorkerPool
 
-    for path in files:
-        if not is_video_path(path):
-            one(path, None)
-    videos = [p for p in files if is_video_path(p)]
     scale_out = ScaleOut(workers, ray_address, options.device)
     pool = WorkerPool(scale_out, upscaler, queue_size=8, cpu_threads=None, halt_on_failure=False)
     with pool, ThreadPoolExecutor(max_workers=max(1, min(len(videos), pool.workers)), thread_name_prefix="file") as run:
