@@ -13,8 +13,12 @@ import io
 import json
 import logging
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -72,7 +76,7 @@ def reference(clip: Path, up2: Upscaler) -> Path:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
 
@@ -229,6 +233,72 @@ def test_command_line_starts_ray_for_the_job(clip: Path, reference: Path) -> Non
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["segments"] == {"total": 3, "resumed": 0, "processed": 3} and summary["frames"] == 36
     _assert_same(out, reference)
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray cluster as a user starts one (`ray start --head`, token authentication on), for this test only: its
+    address and the environment a process joining it needs."""
+    pytest.importorskip("ray")
+    env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    head_env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # no 30 s drain on SIGTERM: nothing to drain
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "ray-head.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", "--block"]  # fmt: skip
+    with log.open("w") as sink:
+        head = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=head_env)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head's processes end with it
+        head.wait(timeout=60)
+
+
+def test_command_line_joins_a_running_cluster(
+    ray_head: tuple[str, dict[str, str]], clip: Path, reference: Path
+) -> None:
+    address, env = ray_head
+    model = clip.with_name("detail-x2.safetensors")
+    save_safetensors(detail_elan(2), model)
+    out = clip.with_name("cluster.mkv")
+    options = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--codec", "ffv1", "--pix-fmt", "gbrp"]
+    command = [*ELAN_VIDEO, str(clip), str(out), *options, "--segment", "0.3", "--ray", address, "--json", "-q"]
+    # Without the cluster's token: Ray retries for about 20 s, logging each attempt; the user sees one line.
+    no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(clip.parent)}
+    done = subprocess.run(command, cwd=REPO, env=no_token, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"elan-video: error: the Ray cluster at {address} uses token authentication: set RAY_AUTH_MODE=token and "
+        "its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token copied from the head node)"
+    ]
+    assert not out.exists() and not work_folder_for(out).exists()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["segments"] == {"total": 3, "resumed": 0, "processed": 3} and summary["frames"] == 36
+    _assert_same(out, reference)
+
+
+def test_an_unreachable_cluster_is_one_line_and_nothing_written(tmp_path: Path, clip: Path) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out.mkv"
+    command = [*ELAN_VIDEO, str(clip), str(out), "--device", "cpu", "--segment", "0.3", "--ray", f"127.0.0.1:{port}"]
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"elan-video: error: cannot reach the Ray cluster at 127.0.0.1:{port}: ")
+    assert not out.exists() and not work_folder_for(out).exists()
 
 
 # -- without Ray ------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ import math
 import os
 import queue
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -51,6 +53,7 @@ _MISS_ROUNDS = 4  # times a segment is sent again with the bytes its worker miss
 _IN_FLIGHT = 2  # segments per worker: one processed, the next waiting with its bytes
 _CHUNK = 4 << 20  # bytes of an encoded segment per message back
 _PROGRESS_EVERY = 0.2  # seconds between a worker's progress messages
+_REACH_SECONDS = 10  # a cluster address must answer a TCP connection within this
 # Test hook: a file name; the first worker to reach a segment's third frame creates it and exits at once, as a
 # crashed or killed worker would (the file makes it happen once per job, whichever worker it is).
 CRASH_ONCE_ENV = "ELAN_VIDEO_TEST_CRASH_ONCE"
@@ -402,15 +405,69 @@ def _connect(scale_out: ScaleOut) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    if scale_out.address is not None:
+        _join(ray, scale_out.address, quiet)
+        return True
     try:
-        if scale_out.address is not None:
-            ray.init(address=scale_out.address, **quiet)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(scale_out.device), **quiet)
+        # "local": a Ray of the job's own, even where `ray start` left a cluster that ray.init() would join.
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(scale_out.device), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {scale_out.address}" if scale_out.address else "a local Ray"
-        raise OptionError(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        raise OptionError(f"cannot start a local Ray: {_first_line(exc)}") from None
     return True
+
+
+def _join(ray: Any, address: str, quiet: dict[str, Any]) -> None:
+    """Connect to the cluster at ``address``. Ray's C++ client reports each failed attempt on file descriptor 2
+    (dozens of lines when the cluster wants a token this process lacks): they are kept aside and read for the
+    reason, so that a failure is one line."""
+    _check_reachable(address)
+    with tempfile.TemporaryFile("w+") as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            failure: BaseException | None = exc
+        else:
+            failure = None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is None:
+            return
+        log.seek(0)
+        if "InvalidAuthToken" in log.read():
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                raise OptionError(
+                    f"the Ray cluster at {address} uses token authentication: set RAY_AUTH_MODE=token and its "
+                    "token (RAY_AUTH_TOKEN, or ~/.ray/auth_token copied from the head node)"
+                )
+            raise OptionError(
+                f"the Ray cluster at {address} refused this machine's token (RAY_AUTH_TOKEN or "
+                "~/.ray/auth_token): use the head node's"
+            )
+        raise OptionError(f"cannot reach the Ray cluster at {address}: {_first_line(failure)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds where nothing answers at a HOST:PORT address: ray.init retries such an address for minutes.
+    Other forms ("auto", "ray://...") are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise OptionError(f"--ray {address}: not a cluster address (HOST:PORT, as `ray start --head` prints it)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_REACH_SECONDS):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OptionError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def _local_gpus(device: object) -> int:
