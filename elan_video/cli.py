@@ -70,7 +70,8 @@ def model_option(name: str, *, multiple: bool = False, **overrides: Any) -> Call
         kwargs |= {"multiple": True, "help": f"{kwargs['help']} Repeat to compare [default: {spec.default}]."}
         dest = name + "s"
     else:
-        kwargs |= {"default": spec.default, "show_default": spec.default is not None}
+        default = spec.metadata.get("cli_default", spec.default)
+        kwargs |= {"default": default, "show_default": default is not None}
         dest = name
     return click.option("--" + name.replace("_", "-"), dest, **(kwargs | overrides))
 

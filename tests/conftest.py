@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ELAN_VIDEO_SHARED", REPO.parent / "shared"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Exports and backend choices go to a folder of the session's, not the user's cache (the command lines the
+    tests run inherit it): a test never reuses another run's files."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ELAN_VIDEO_CACHE", str(tmp_path_factory.mktemp("elan-video-cache")))
+        yield
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared; skips the test where it is absent, fails it in CI (CI=true)."""
     path = SHARED.joinpath(*parts)
@@ -164,7 +173,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ELAN, Path]]:
     """A one-ELAB :func:`detail_elan` and its cached ONNX export, in a cache folder shared by the session's tests
-    (the export takes half a minute on 2 cores; the runtimes find it through ``ELAN_VIDEO_CACHE``)."""
+    (the runtimes find it through ``ELAN_VIDEO_CACHE``)."""
     pytest.importorskip("onnxscript", reason="needs onnx and onnxscript: pip install 'elan-video[onnx]'")
     from elan_video.model.runtimes import cached_onnx
 

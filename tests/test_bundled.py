@@ -77,7 +77,9 @@ def test_cli_default_model_follows_the_scale(tmp_path: Path) -> None:
     Image.fromarray(image).save(src)
     for scale in (3, 4):
         dst = tmp_path / f"out{scale}.png"
-        result = CliRunner().invoke(main, [str(src), str(dst), "--scale", str(scale), "--precision", "fp32", "-q"])
+        result = CliRunner().invoke(
+            main, [str(src), str(dst), "--scale", str(scale), "--precision", "fp32", "--backend", "eager", "-q"]
+        )
         assert result.exit_code == 0, result.output
         with Image.open(dst) as out:
             assert out.size == (20 * scale, 24 * scale)
@@ -120,7 +122,7 @@ def test_the_command_line_gives_lossy_video_the_codec_aware_weights(tmp_path: Pa
     make_clip(lossless, frames=3, size=(32, 24), codec="ffv1", pix_fmt="yuv420p")
     image = tmp_path / "in.png"
     Image.fromarray(read_image(shared_path("data", "sr", "Set5", "HR", "head.png"))[:24, :32]).save(image)
-    fp32 = ["--precision", "fp32", "--device", "cpu"]
+    fp32 = ["--precision", "fp32", "--device", "cpu", "--backend", "eager"]
     cases = [
         (lossy, "out.mp4", [], "elan-light-x2-video"),
         (lossy, "rgb.mkv", ["--codec", "ffv1", "--pix-fmt", "gbrp"], "elan-light-x2-video"),  # the source decides

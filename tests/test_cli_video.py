@@ -35,6 +35,7 @@ from elan_video.cli import main
 from elan_video.media.image import read_image
 from elan_video.media.video import VideoReader
 from elan_video.model.checkpoint import load_model
+from elan_video.model.choice import candidates
 from elan_video.model.upscaler import psnr, upscale_image
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
@@ -49,7 +50,7 @@ def run(*args: str | Path) -> tuple[int, str, str]:
 
 
 def fast(folder: Path) -> list[str | Path]:
-    return ["--model", tiny_checkpoint(folder), "--device", "cpu", "--precision", "fp32"]
+    return ["--model", tiny_checkpoint(folder), "--device", "cpu", "--precision", "fp32", "--backend", "eager"]
 
 
 def one_error_line(stderr: str, *needles: str) -> None:
@@ -80,13 +81,22 @@ def test_upscales_a_video_with_the_default_command(tmp_path: Path, clip: Path) -
     assert err.strip().endswith("fps), weights tiny-x2.safetensors [eager fp32]")  # which weights, how they ran
 
 
-def test_the_summary_names_the_precision_auto_chose(tmp_path: Path, clip: Path) -> None:
-    args = ["--model", tiny_checkpoint(tmp_path), "--device", "cpu", "--json"]
+def test_by_default_the_backend_and_precision_are_measured_once_and_named(tmp_path: Path, clip: Path) -> None:
+    cache = Path(os.environ["ELAN_VIDEO_CACHE"]) / "choices.json"  # the session's (conftest.private_cache)
+    args = ["--model", tiny_checkpoint(tmp_path), "--device", "cpu", "--json"]  # the only test leaving --backend unset
     code, out, err = run(clip, tmp_path / "out.mkv", *args)
     assert code == 0, err
+    assert "timing eager and the installed ONNX runtimes on this CPU" in err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["backend"] == "eager" and summary["precision"] in ("fp32", "bf16")  # resolved, never "auto"
-    assert err.strip().endswith(f"[eager {summary['precision']}]")
+    choice = summary["backend"], summary["precision"]
+    assert choice in candidates("auto")  # resolved, never "auto"
+    assert err.strip().endswith(f"[{choice[0]} {choice[1]}]")
+    measured = [entry for entry in json.loads(cache.read_text()).values() if "eager fp32" in entry["ms"]]
+    assert any((entry["backend"], entry["precision"]) == choice for entry in measured)
+    code, out, err = run(clip, tmp_path / "again.mkv", *args)  # remembered: no second measurement
+    assert code == 0 and "timing" not in err, err
+    again = json.loads(out.strip().splitlines()[-1])
+    assert (again["backend"], again["precision"]) == choice
 
 
 def test_encoder_options_reach_the_encoder(tmp_path: Path, clip: Path) -> None:
@@ -114,7 +124,7 @@ def test_av1_output_is_quiet_where_svt_av1_would_print_its_banner(tmp_path: Path
 def test_interlaced_source_is_deinterlaced_unless_asked_not_to(tmp_path: Path) -> None:
     src = tmp_path / "interlaced.mkv"
     make_interlaced_clip(src)
-    detail = ["--model", detail_checkpoint(tmp_path), "--device", "cpu", "--precision", "fp32"]
+    detail = ["--model", detail_checkpoint(tmp_path), "--device", "cpu", "--precision", "fp32", "--backend", "eager"]
     code, _, err = run(src, tmp_path / "out.mkv", "--codec", "ffv1", "--pix-fmt", "gbrp", *detail)
     assert code == 0 and "deinterlaced with FFmpeg's bwdif" in err
     code, _, err = run(src, tmp_path / "kept.mkv", "--no-deinterlace", "--codec", "ffv1", "--pix-fmt", "gbrp", *detail)
@@ -246,7 +256,7 @@ def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:
 
 def test_the_models_own_factor_is_used_and_outscale_sets_the_final_size(tmp_path: Path, clip: Path) -> None:
     x4 = tiny_checkpoint(tmp_path, scale=4)
-    code, _, err = run(clip, tmp_path / "x4.mp4", "--model", x4, "--device", "cpu", "--precision", "fp32", "-q")
+    code, _, err = run(clip, tmp_path / "x4.mp4", "--model", x4, *fast(tmp_path)[2:], "-q")
     assert code == 0, err  # no --scale: the x4 model's own factor, not the default 2
     assert video_frames(tmp_path / "x4.mp4")[0][1].shape == (96, 128, 3)
     code, _, err = run(clip, tmp_path / "x1.5.mp4", "--outscale", "1.5", *fast(tmp_path), "-q")
@@ -425,7 +435,7 @@ def test_interruption_removes_the_temporary_file_and_leaves_no_output(tmp_path: 
     # thread's stack into the failure message below.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [*ELAN_VIDEO, str(src), str(tmp_path / "out.mkv"), "--model", str(model), "--device", "cpu"]
-    cmd += ["--precision", "fp32", "--codec", "ffv1", "-q"]
+    cmd += ["--precision", "fp32", "--backend", "eager", "--codec", "ffv1", "-q"]
     # A shell runs background jobs (CI often is one) with SIGINT ignored, and Python then keeps ignoring
     # it; give the child the default disposition so it behaves as in a terminal.
     proc = subprocess.Popen(

@@ -25,7 +25,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _command(src: Path, dst: Path, model: Path, *extra: str) -> list[str]:
-    options = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--codec", "ffv1", "--pix-fmt", "gbrp"]
+    options = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--backend", "eager"]
+    options += ["--codec", "ffv1", "--pix-fmt", "gbrp"]
     return [*ELAN_VIDEO, str(src), str(dst), *options, "--segment", "0.4", "-q", *extra]
 
 

@@ -109,7 +109,7 @@ def test_colour_bars_keep_their_colours_in_each_matrix_and_range(
     assert all(np.array_equal(image, bars) for _, image in video_frames(src))  # the source is lossless
     dst = tmp_path / "out.mp4"
     args = [src, dst, "--scale", "2", "--model", "elan-light-x2", "--device", "cpu", "--precision", "fp32"]
-    args += ["--pix-fmt", pix_fmt, "--crf", "0", "-q"]
+    args += ["--backend", "eager", "--pix-fmt", pix_fmt, "--crf", "0", "-q"]
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     with av.open(str(dst)) as container:

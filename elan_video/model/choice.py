@@ -11,6 +11,7 @@ model's weights, so later processes skip the measurement (which costs seconds, p
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -94,13 +95,21 @@ def _measure(model: ELAN, precision: str, probe: torch.Tensor) -> dict[str, obje
     reference = build_backend(model, backend="eager", precision="fp32", device=cpu, example=probe)
     with torch.inference_mode():
         expected = reference(probe).clamp(0, 255)
-    timings: dict[str, float] = {}
+    timings: dict[str, float | str] = {}
     best: tuple[float, str, str] | None = None
     for backend, name in candidates(precision):
-        forward = build_backend(model, backend=backend, precision=name, device=cpu, example=probe)
+        try:
+            forward = build_backend(model, backend=backend, precision=name, device=cpu, example=probe)
+            with torch.inference_mode():
+                output = forward(probe).clamp(0, 255)
+        except Exception as exc:  # a runtime nobody asked for by name must not end the job
+            if backend == "eager":
+                raise
+            timings[f"{backend} {name}"] = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            continue
+        if psnr(output, expected) < MIN_PSNR_DB:
+            continue
         with torch.inference_mode():
-            if psnr(forward(probe).clamp(0, 255), expected) < MIN_PSNR_DB:
-                continue
             seconds = _seconds(lambda forward=forward: forward(probe))
         timings[f"{backend} {name}"] = round(seconds * 1000, 2)
         if best is None or seconds < best[0]:
@@ -125,6 +134,12 @@ def choose_backend(model: ELAN, *, precision: str, probe: torch.Tensor) -> tuple
     with FileLock(str(path) + ".lock"):
         known = json.loads(path.read_text()) if path.is_file() else {}
         if key not in known:
+            print(
+                f"elan-video: timing eager and the installed ONNX runtimes on this CPU (once per model); the choice "
+                f"is kept in {path}",
+                file=sys.stderr,
+                flush=True,
+            )
             known[key] = _measure(model, precision, probe)
             partial = path.with_name(f".{path.name}.partial")
             partial.write_text(json.dumps(known, indent=1))

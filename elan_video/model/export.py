@@ -80,7 +80,7 @@ def export_onnx(
 
     size: (width, height) of a static-shape file, None for any H and W; batch: a static N, None for any.
     half: float16 weights, input and output, with the attention logits in float32. opset: >= 17.
-    progress: called with a line before the export starts (it takes minutes for ELAN-light on a CPU).
+    progress: called with a line before the export starts (about a minute for ELAN-light on 2 CPU cores).
     The file is written next to ``destination`` and renamed into place only when complete.
     """
     _check(size, batch, opset)

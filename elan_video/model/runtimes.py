@@ -46,7 +46,7 @@ def cached_onnx(model: ELAN, *, half: bool = False, progress: Callable[[str], No
     """The dynamic-shape ONNX file of ``model`` from the cache, exported first if missing.
 
     A file lock makes processes that ask for the same file at once wait for one export instead of each
-    doing it (the export takes minutes for ELAN-light on a CPU).
+    doing it (the export takes about a minute for ELAN-light on 2 CPU cores).
     """
     from filelock import FileLock
 
