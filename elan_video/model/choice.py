@@ -134,11 +134,9 @@ def choose_backend(model: ELAN, *, precision: str, probe: torch.Tensor) -> tuple
     with FileLock(str(path) + ".lock"):
         known = json.loads(path.read_text()) if path.is_file() else {}
         if key not in known:
+            timed = ", ".join(f"{backend} {name}" for backend, name in candidates(precision))
             print(
-                f"elan-video: timing eager and the installed ONNX runtimes on this CPU (once per model); the choice "
-                f"is kept in {path}",
-                file=sys.stderr,
-                flush=True,
+                f"elan-video: timing {timed} on this CPU (once per model; kept in {path})", file=sys.stderr, flush=True
             )
             known[key] = _measure(model, precision, probe)
             partial = path.with_name(f".{path.name}.partial")
