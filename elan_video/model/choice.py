@@ -5,7 +5,8 @@ are the eager network in fp32 and in each reduced precision this CPU runs fast, 
 (:mod:`elan_video.model.runtimes`) in fp32 and its native precisions. Every candidate runs the same crop of the
 first picture; the fastest whose output stays within :data:`MIN_PSNR_DB` of eager fp32 wins. The choice is kept
 in ``choices.json`` in the cache folder, keyed by the CPU, the thread count, the library versions and the
-model's weights, so later processes skip the measurement (which costs seconds, plus one export per model).
+model's weights, so later processes skip the measurement (tens of seconds, plus one export per model). It is
+the command line's default backend.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class UpscaleOptions:
     measured on the first picture), "fp32", "bf16" or "fp16". backend: "eager", "torchscript", "compile",
     "tensorrt", "onnxruntime", "openvino" (these two run an ONNX export of the model, cached per machine) or
     "auto" (on a CPU the fastest of eager and the installed runtimes within 45 dB of fp32, measured once per
-    machine and model; eager on a GPU).
+    machine and model; eager on a GPU; the command line's default).
     tile: tile side in input pixels (>= 16; rounded up to whole attention windows, 16 for ELAN-light), or None
     for whole pictures where they fit in ``max_memory``. tile_overlap: overlap of neighbouring tiles in input
     pixels, blended linearly (< tile / 2). batch: pictures or tiles per network call (>= 1). max_memory: bytes
