@@ -16,6 +16,7 @@ __all__ = [
     "VideoWarning",
     "WarnCallback",
     "default_warn",
+    "first_line",
 ]
 
 
@@ -53,3 +54,9 @@ WarnCallback = Callable[[str], None]
 def default_warn(message: str) -> None:
     """Issue ``message`` as a :class:`VideoWarning` attributed to the caller's caller."""
     warnings.warn(message, VideoWarning, stacklevel=3)
+
+
+def first_line(exc: BaseException) -> str:
+    """A foreign exception's message in one line (its type's name where it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -34,7 +34,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ElanVideoError, InputError, MissingDependencyError, OptionError, OutputError, WarnCallback
+from ..errors import (
+    ElanVideoError,
+    InputError,
+    MissingDependencyError,
+    OptionError,
+    OutputError,
+    WarnCallback,
+    first_line,
+)
 from ..media.video.encoding import EncoderPlan
 from ..media.video.probe import VideoInfo
 from ..model.options import UpscaleOptions
@@ -412,7 +420,7 @@ def _connect(scale_out: ScaleOut) -> bool:
         # "local": a Ray of the job's own, even where `ray start` left a cluster that ray.init() would join.
         ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(scale_out.device), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise OptionError(f"cannot start a local Ray: {_first_line(exc)}") from None
+        raise OptionError(f"cannot start a local Ray: {first_line(exc)}") from None
     return True
 
 
@@ -447,11 +455,7 @@ def _join(ray: Any, address: str, quiet: dict[str, Any]) -> None:
                 f"the Ray cluster at {address} refused this machine's token (RAY_AUTH_TOKEN or "
                 "~/.ray/auth_token): use the head node's"
             )
-        raise OptionError(f"cannot reach the Ray cluster at {address}: {_first_line(failure)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OptionError(f"cannot reach the Ray cluster at {address}: {first_line(failure)}")
 
 
 def _check_reachable(address: str) -> None:

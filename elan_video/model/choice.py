@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import first_line
 from .arch import ELAN
 from .backends import MIN_PSNR_DB, build_backend, precision_candidates, psnr
 from .export import weights_sha256
@@ -106,7 +107,7 @@ def _measure(model: ELAN, precision: str, probe: torch.Tensor) -> dict[str, obje
         except Exception as exc:  # a runtime nobody asked for by name must not end the job
             if backend == "eager":
                 raise
-            timings[f"{backend} {name}"] = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            timings[f"{backend} {name}"] = f"failed: {first_line(exc)}"
             continue
         if psnr(output, expected) < MIN_PSNR_DB:
             continue
