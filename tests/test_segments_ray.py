@@ -236,6 +236,12 @@ def test_command_line_starts_ray_for_the_job(clip: Path, reference: Path) -> Non
     _assert_same(out, reference)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
 def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A Ray cluster as a user starts one (`ray start --head`, token authentication on), for this test only: its
@@ -243,9 +249,7 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     pytest.importorskip("ray")
     env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     head_env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # no 30 s drain on SIGTERM: nothing to drain
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     log = tmp_path / "ray-head.log"
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=2",
                "--include-dashboard=false", "--disable-usage-stats", "--block"]  # fmt: skip
@@ -290,9 +294,7 @@ def test_command_line_joins_a_running_cluster(
 
 def test_an_unreachable_cluster_is_one_line_and_nothing_written(tmp_path: Path, clip: Path) -> None:
     pytest.importorskip("ray")
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()  # nothing listens there
     out = tmp_path / "out.mkv"
     command = [*ELAN_VIDEO, str(clip), str(out), "--device", "cpu", "--segment", "0.3", "--ray", f"127.0.0.1:{port}"]
     done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
