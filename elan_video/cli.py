@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import fields
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,8 +169,8 @@ def upscale(
     image or a losslessly coded video the clean ones (x3: always the clean ones).
 
     A folder SOURCE upscales every image and video in it into the folder DESTINATION (created), under the same
-    names, with one model (the clean weights unless --model); with --workers, the videos' segments are spread
-    over the workers, several files at a time.
+    names, each file with the weights it would get alone (or --model's); with --workers, the videos' segments
+    are spread over the workers, several files at a time.
     """
     import json
     import signal
@@ -184,13 +184,17 @@ def upscale(
 
     options = _take_options(values)
     folder = Path(source).is_dir()
-    if options.model is None and not folder:
+    model_for: Callable[[Path], str] | None = None  # a folder's files: the weights each would get alone
+    if options.model is None:
         from .jobs.default_weights import default_weights
         from .jobs.pipeline import with_scale
 
         scale = with_scale(options, values["outscale"]).scale
         assert scale is not None
-        options = UpscaleOptions.of(options, model=default_weights(Path(source), scale=scale), scale=scale)
+        model_for = partial(default_weights, scale=scale)
+        options = UpscaleOptions.of(options, scale=scale)
+        if not folder:
+            options = UpscaleOptions.of(options, model=model_for(Path(source)))
     console = _Console(unit="file" if folder else "frame")
     progress = None if quiet else console.progress
 
@@ -227,7 +231,12 @@ def upscale(
             }
             if folder:
                 result = upscale_folder(
-                    Path(source), Path(destination), on_error=failed_file, on_done=finished_file, **job
+                    Path(source),
+                    Path(destination),
+                    on_error=failed_file,
+                    on_done=finished_file,
+                    model_for=model_for,
+                    **job,
                 )
             else:
                 summary = upscale_video(source, destination, **job)

@@ -148,3 +148,32 @@ def test_the_command_line_gives_lossy_video_the_codec_aware_weights(tmp_path: Pa
         for w in ("elan-light-x2-video", "elan-light-x2")
     )
     assert with_video > 50 and with_clean < with_video - 5, (with_video, with_clean)
+
+
+def test_a_folder_gives_each_file_the_weights_it_would_get_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "lossy.mkv", frames=3, size=(32, 24))
+    make_clip(folder / "lossless.mkv", frames=3, size=(32, 24), codec="ffv1", pix_fmt="yuv420p")
+    Image.fromarray(read_image(shared_path("data", "sr", "Set5", "HR", "head.png"))[:24, :32]).save(folder / "a.png")
+    options = ["--precision", "fp32", "--device", "cpu", "--backend", "eager", "--codec", "ffv1", "--pix-fmt", "gbrp"]
+    result = CliRunner().invoke(main, [str(folder), str(tmp_path / "out"), *options, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    weights = {Path(f["output"]).name: f["weights"] for f in report["files"]}
+    assert weights == {"lossy.mkv": "elan-light-x2-video", "lossless.mkv": "elan-light-x2", "a.png": "elan-light-x2"}
+    for name in ("lossy.mkv", "lossless.mkv", "a.png"):  # the same output as the file alone
+        alone, image = tmp_path / f"alone-{name}", name.endswith(".png")
+        alone_options = options[:6] if image else options  # an image takes no video option
+        assert CliRunner().invoke(main, [str(folder / name), str(alone), *alone_options]).exit_code == 0
+        if image:
+            assert (read_image(alone) == read_image(tmp_path / "out" / name)).all()
+            continue
+        got, want = video_frames(tmp_path / "out" / name), video_frames(alone)
+        assert len(got) == 3 and all((x == y).all() for (_, x), (_, y) in zip(got, want, strict=True))
+    # and not the other weights' output: the two differ by far more than nothing on the lossy clip
+    other = tmp_path / "other.mkv"
+    named = [str(folder / "lossy.mkv"), str(other), *options, "--model", "elan-light-x2"]
+    assert CliRunner().invoke(main, named).exit_code == 0
+    got, clean = video_frames(tmp_path / "out" / "lossy.mkv"), video_frames(other)
+    assert np.mean([psnr(x, y) for (_, x), (_, y) in zip(got, clean, strict=True)]) < 50

@@ -221,6 +221,31 @@ def test_a_folder_of_videos_on_two_workers_and_one_corrupt_file(
         assert all((x == y).all() for (_, x), (_, y) in zip(got, want, strict=True))
 
 
+def test_a_folder_whose_files_take_different_models_has_a_pool_for_each(ray_cluster: None, tmp_path: Path) -> None:
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    make_clip(folder / "a.mkv", frames=24, size=(32, 24), options=BFRAMES)
+    make_clip(folder / "b.mkv", frames=24, size=(24, 16), options=BFRAMES)
+    models = {"a.mkv": tmp_path / "first.safetensors", "b.mkv": tmp_path / "second.safetensors"}
+    save_safetensors(detail_elan(2, seed=1), models["a.mkv"])
+    save_safetensors(detail_elan(2, seed=2, body=1.5), models["b.mkv"])
+    done: dict[str, str | None] = {}
+    result = upscale_folder(
+        folder, out, options=UpscaleOptions(device="cpu", precision="fp32"), workers=2,
+        model_for=lambda path: str(models[path.name]),
+        on_done=lambda summary: done.update({summary.destination.name: summary.weights}), **LOSSLESS,
+    )  # fmt: skip
+    assert (result.videos, result.failed) == (2, 0)
+    assert done == {"a.mkv": "first.safetensors", "b.mkv": "second.safetensors"}
+    for name, model in models.items():  # each file as its own model alone makes it, not as the other's
+        for weights in models.values():
+            alone = tmp_path / f"alone-{weights.stem}-{name}"
+            upscale_video(folder / name, alone, model=str(weights), device="cpu", precision="fp32", **LOSSLESS)
+            got, want = video_frames(out / name), video_frames(alone)
+            same = all((x == y).all() for (_, x), (_, y) in zip(got, want, strict=True))
+            assert same == (weights == model), (name, weights.name)
+
+
 def test_command_line_starts_ray_for_the_job(clip: Path, reference: Path) -> None:
     pytest.importorskip("ray")
     model = clip.with_name("detail-x2.safetensors")

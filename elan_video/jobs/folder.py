@@ -1,6 +1,6 @@
 """The folder job: every image and video file directly in a folder upscaled into another folder, under the same
-names, with one model for all; a file that fails is reported and the others go on. With Ray workers, the
-videos' segments go to one pool of workers, several files at a time."""
+names, with one model for all or one chosen per file; a file that fails is reported and the others go on. With
+Ray workers, the videos' segments go to one pool of workers per model, several files at a time."""
 
 from __future__ import annotations
 
@@ -57,11 +57,15 @@ def upscale_folder(
     segment: float | None = None,
     resume: bool = True,
     notify: Callable[[str], None] | None = None,
+    model_for: Callable[[Path], str] | None = None,
     **video_options: Any,
 ) -> FolderSummary:
     """Upscale every image and video file directly in ``source`` into ``destination`` (created), same names.
 
-    options: how the network runs (one Upscaler serves every file). outscale/overwrite, and for the videos
+    options: how the network runs (one Upscaler serves every file that takes the same model).
+    model_for: where ``options.model`` is None, the bundled weights' name for each file (the command line gives
+    lossily coded videos the codec-aware weights); without it, every file gets the bundled clean weights.
+    outscale/overwrite, and for the videos
     ``segment``/``resume``/``notify`` and ``video_options`` (codec, pix_fmt, crf, preset, start, end,
     deinterlace): as for :func:`~elan_video.jobs.pipeline.upscale_video`; in a folder without videos any video
     option that is not None is refused. Videos are the files with a suffix of
@@ -93,14 +97,20 @@ def upscale_folder(
         destination.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{destination}: cannot be created ({exc.strerror or exc})") from None
-    upscaler = upscaler_for(with_scale(options, outscale))
-    weights = weights_name(options.model, upscaler.scale)  # the files' summaries name it (they get the Upscaler)
+    # The model each file gets, as given (the summaries name it), and one network per model for all its files.
+    given, options = options.model, with_scale(options, outscale)
+    models = {path: given if given is not None or model_for is None else model_for(path) for path in files}
+    upscalers: dict[object, Upscaler] = {}
+    for model in models.values():
+        if model not in upscalers:
+            upscalers[model] = upscaler_for(options if model is given else UpscaleOptions.of(options, model=model))
     counts = _Counts(len(files), progress)
 
     def one(path: Path, pool: Any = None) -> None:
         settings: dict[str, Any] = {}
         if is_video_path(path):
             settings = {**video_options, "segment": segment, "resume": resume, "notify": notify, "pool": pool}
+        upscaler = upscalers[models[path]]
         try:
             summary = upscale_video(
                 path, destination / path.name, model=upscaler, overwrite=overwrite, outscale=outscale, **settings
@@ -110,16 +120,21 @@ def upscale_folder(
                 on_error(path, exc)
             counts.add(path, failed=True)
             return
-        if on_done is not None:
-            on_done(replace(summary, weights=weights))
+        if on_done is not None:  # the files' summaries get the Upscaler; they name its weights
+            on_done(replace(summary, weights=weights_name(models[path], upscaler.scale)))
         counts.add(path, failed=False)
 
     for path in files:
         if not distributed or not is_video_path(path):  # with workers, the images first, here
             one(path)
     if distributed:
-        _spread(videos, one, upscaler, workers=workers, ray_address=ray_address, options=options)
-    return FolderSummary(images=counts.images, videos=counts.videos, failed=counts.failed, scale=upscaler.scale)
+        for model, upscaler in upscalers.items():  # a pool holds one network: one pool per model, in turn
+            group = [path for path in videos if models[path] == model]
+            if group:
+                _spread(group, one, upscaler, workers=workers, ray_address=ray_address, options=options)
+    scale = options.scale
+    assert scale is not None
+    return FolderSummary(images=counts.images, videos=counts.videos, failed=counts.failed, scale=scale)
 
 
 class _Counts:
