@@ -68,13 +68,27 @@ def _import(runtime: str) -> object:
             import onnxruntime
 
             return onnxruntime
-        import openvino
-
-        return openvino
+        return _import_openvino()
     except ImportError:
         raise MissingDependencyError(
             f"backend {runtime!r} needs {runtime}: pip install 'elan-video[{_EXTRAS[runtime]}]'"
         ) from None
+
+
+def _import_openvino() -> object:
+    """OpenVINO without its usage telemetry. ``import openvino`` posts an event to Google Analytics (unless the
+    user opted out or CI=true) from a process it forks on a thread; a video job makes no network call, and that
+    fork, taken while other threads hold locks, can leave the child hung and the command waiting for it at exit.
+    With the telemetry package unimportable during the import, OpenVINO binds its own no-op stub instead."""
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import raise ImportError
+        try:
+            import openvino
+        finally:
+            del sys.modules["openvino_telemetry"]
+    import openvino
+
+    return openvino
 
 
 def runtime_precisions(runtime: str) -> list[str]:
