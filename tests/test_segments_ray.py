@@ -37,7 +37,7 @@ from elan_video.media.video.encoding import plan_encoder
 from elan_video.media.video.reader import VideoReader
 from elan_video.model.checkpoint import save_safetensors
 from elan_video.model.options import UpscaleOptions
-from elan_video.model.upscaler import Upscaler
+from elan_video.model.upscaler import Upscaler, psnr
 
 _SCRIPT = Path(sys.executable).with_name("elan-video")
 ELAN_VIDEO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "elan_video"]
@@ -219,6 +219,22 @@ def test_a_folder_of_videos_on_two_workers_and_one_corrupt_file(
         got, want = video_frames(out / name), video_frames(tmp_path / f"alone-{name}")
         assert [t for t, _ in got] == [t for t, _ in want]
         assert all((x == y).all() for (_, x), (_, y) in zip(got, want, strict=True))
+
+
+def test_workers_on_this_machine_share_one_precision_decision_named_in_the_summary(
+    ray_cluster: None, clip: Path, reference: Path
+) -> None:
+    # precision "auto" is settled here, on the clip's first frame, before the workers start: each would otherwise
+    # measure it alone (and time every runtime, for backend "auto") with no word to the user, and the summary
+    # could only say "auto".
+    up = Upscaler(detail_elan(2), scale=2, device="cpu", precision="auto", backend="eager")
+    out = clip.with_name("settled.mkv")
+    summary = upscale_video(clip, out, model=up, workers=2, **LOSSLESS)
+    assert summary.precision in ("fp32", "bf16", "fp16") and summary.backend == "eager", summary
+    assert (up.precision, summary.frames) == (summary.precision, 36)
+    got, want = video_frames(out), video_frames(reference)  # the reference ran fp32
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert min(psnr(x, y) for (_, x), (_, y) in zip(got, want, strict=True)) >= 45
 
 
 def test_a_folder_whose_files_take_different_models_has_a_pool_for_each(ray_cluster: None, tmp_path: Path) -> None:

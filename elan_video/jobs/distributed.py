@@ -29,10 +29,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import av
+import torch
 
 from ..errors import (
     ElanVideoError,
@@ -45,6 +48,7 @@ from ..errors import (
 )
 from ..media.video.encoding import EncoderPlan
 from ..media.video.probe import VideoInfo
+from ..media.video.reader import read_frames
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler
 from .segment_file import read_segment_file
@@ -116,7 +120,6 @@ class SegmentWorker:
 
     def __init__(self, setup: _Setup, weights: list[Any]) -> None:
         import ray
-        import torch
 
         from ..model.arch import ELAN
 
@@ -243,6 +246,9 @@ class WorkerPool:
 
     halt_on_failure: a file's failure kills the actors, ending its other segments at once (a pool of one job);
     False lets the segments in flight finish, so that the pool goes on serving the other files (a folder job).
+    pictures: the videos to come; a pool of CPU workers on this machine settles ``up``'s backend and precision
+    "auto" on the first frame of the first that decodes, here and with a worker's thread count, before its
+    workers start, so that they share one decision (and one ONNX export) instead of each timing in silence.
     """
 
     def __init__(
@@ -253,9 +259,11 @@ class WorkerPool:
         queue_size: int,
         cpu_threads: int | None,
         halt_on_failure: bool = True,
+        pictures: Sequence[Path] = (),
     ) -> None:
         self.scale_out, self.up = scale_out, up
         self.queue_size, self.cpu_threads = queue_size, cpu_threads
+        self.pictures = pictures
         self.halt_on_failure = halt_on_failure
         self.seats: list[_Seat] = []
         self.halted = threading.Event()
@@ -270,6 +278,10 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         import ray
 
+        if _on_this_machine(ray, self.scale_out):
+            # The threads each worker gets from a Ray of this machine's CPUs (see _start_actors).
+            threads = self.cpu_threads or max(1, (os.cpu_count() or 1) // (self.scale_out.workers or 1))
+            _settle_here(self.up, self.pictures, threads=threads)
         self._started = _connect(self.scale_out)
         try:
             self._start_actors(ray)
@@ -477,9 +489,39 @@ def _check_reachable(address: str) -> None:
 def _local_gpus(device: object) -> int:
     if device is not None and str(device) == "cpu":
         return 0
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _on_this_machine(ray: Any, scale_out: ScaleOut) -> bool:
+    """Whether the pool's workers run on this machine's CPUs: no cluster address, no GPU for them, and Ray not
+    yet connected (it is started for the job) or connected to this machine alone."""
+    if scale_out.address is not None or _local_gpus(scale_out.device):
+        return False
+    if not ray.is_initialized():
+        return True
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return len(nodes) == 1 and nodes[0].get("NodeManagerHostname") == socket.gethostname()
+
+
+def _settle_here(up: Upscaler, pictures: Sequence[Path], *, threads: int) -> None:
+    """Settle ``up``'s "auto" options on the first frame of the first of ``pictures`` that decodes, timed with
+    ``threads`` PyTorch threads (a worker's); left to the workers when none decodes."""
+    if "auto" not in (up.backend, up.precision) or up.device.type != "cpu":
+        return
+    for path in pictures:
+        try:
+            with contextlib.closing(read_frames(path)) as frames:
+                frame = next(frames, None)
+        except (ElanVideoError, av.error.FFmpegError, OSError):
+            continue  # the file's own job reports it
+        if frame is not None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                up.settle(frame.image)
+            finally:
+                torch.set_num_threads(before)
+            return
 
 
 def _resources(scale_out: ScaleOut) -> tuple[float, float]:

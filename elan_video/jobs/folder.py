@@ -171,7 +171,7 @@ def _spread(
     from .distributed import ScaleOut, WorkerPool
 
     scale_out = ScaleOut(workers, ray_address, options.device)
-    pool = WorkerPool(scale_out, upscaler, queue_size=8, cpu_threads=None, halt_on_failure=False)
+    pool = WorkerPool(scale_out, upscaler, queue_size=8, cpu_threads=None, halt_on_failure=False, pictures=videos)
     with pool, ThreadPoolExecutor(max_workers=max(1, min(len(videos), pool.workers)), thread_name_prefix="file") as run:
         futures: list[Future[None]] = [run.submit(one, path, pool) for path in videos]
         try:

@@ -618,7 +618,7 @@ def _segmented_job(
 
                     assert scale_out is not None
                     pool = stack.enter_context(
-                        WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads)
+                        WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads, pictures=[src])
                     )
                 results = pool.run(
                     source=src,

@@ -122,10 +122,7 @@ class Upscaler:
         # Traced and TensorRT graphs are shape-specialised; eager and compile handle any shape.
         key = tuple(x.shape) if self.backend in ("torchscript", "tensorrt") else ()
         with self._lock:
-            if self.backend == "auto":
-                self.backend, self.precision = self._choose_backend(x)
-            if self.precision == "auto":
-                self.precision = self._measure_precision(x)
+            self._settle(x)
             fwd = self._forwards.get(key)
             if fwd is None:
                 fwd = build_backend(
@@ -133,6 +130,22 @@ class Upscaler:
                 )
                 self._forwards[key] = fwd
         return fwd
+
+    def settle(self, image: np.ndarray) -> None:
+        """Decide ``backend="auto"`` and ``precision="auto"`` now, measuring on ``image`` (H x W x 3 uint8 or
+        uint16 RGB, a picture like the ones to come) as the first call would; nothing to do when both are set."""
+        _validate(image, ndim=3)
+        if "auto" in (self.backend, self.precision):
+            x = self.to_tensor(image[None])
+            with self._lock, torch.inference_mode():  # as under forward_tensor, where the first call settles
+                self._settle(x)
+
+    def _settle(self, x: torch.Tensor) -> None:
+        """:meth:`settle` on a network input (1 x 3 x H x W float, 0..255); the caller holds the lock."""
+        if self.backend == "auto":
+            self.backend, self.precision = self._choose_backend(x)
+        if self.precision == "auto":
+            self.precision = self._measure_precision(x)
 
     def _choose_backend(self, x: torch.Tensor) -> tuple[str, str]:
         """backend "auto": eager on a GPU; on a CPU the fastest measured backend and precision
