@@ -65,6 +65,9 @@ def cached_onnx(model: ELAN, *, half: bool = False, progress: Callable[[str], No
 def _import(runtime: str) -> object:
     try:
         if runtime == "onnxruntime":
+            # Its Linux and macOS builds (1.29 on) upload usage events to Microsoft and keep a device id under
+            # ~/.cache/Microsoft; a video job makes no network call. The documented opt-out, unless the user set it.
+            os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
             import onnxruntime
 
             return onnxruntime
