@@ -331,6 +331,17 @@ def test_command_line_joins_a_running_cluster(
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["segments"] == {"total": 3, "resumed": 0, "processed": 3} and summary["frames"] == 36
     _assert_same(out, reference)
+    # precision "auto" is the cluster's workers' to decide (the driver's machine may have no GPU): the summary
+    # names what they chose, not "auto".
+    auto = clip.with_name("cluster-auto.mkv")
+    command = [*command[:2], str(auto), *command[3:]]
+    command[command.index("fp32")] = "auto"
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["backend"], summary["precision"] in ("fp32", "bf16")) == ("eager", True), summary
+    got, want = video_frames(auto), video_frames(reference)
+    assert min(psnr(x, y) for (_, x), (_, y) in zip(got, want, strict=True)) >= 45
 
 
 def test_an_unreachable_cluster_is_one_line_and_nothing_written(tmp_path: Path, clip: Path) -> None:

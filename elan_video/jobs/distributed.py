@@ -174,7 +174,7 @@ class SegmentWorker:
                     messages.put(("missing", source.misses))
                 else:
                     out.flush()
-                    messages.put(("done", result))
+                    messages.put(("done", replace(result, network=(self.up.backend, self.up.precision))))
             except BaseException as exc:
                 messages.put(("missing", source.misses) if source.misses else ("error", exc))
 

@@ -421,6 +421,7 @@ class _Job:
     messages: list[str] = field(default_factory=list)
     upscaler: Upscaler | None = None
     weights: str | None = None
+    ran: set[tuple[str, str]] = field(default_factory=set)  # (backend, precision) Ray workers reported
 
     def load(self, options: UpscaleOptions) -> Upscaler:
         """The job's network (kept, so that the summary can say which weights, backend and precision it ran
@@ -432,14 +433,23 @@ class _Job:
         self.messages.append(message)
         warnings.warn(message, VideoWarning, stacklevel=2)
 
+    def _network(self, which: int) -> str | None:
+        """The backend (0) or precision (1) the frames ran with: the job's, or where its network left "auto" to
+        Ray workers that decided on their own machines, what they reported (several joined by "+")."""
+        if self.upscaler is None:
+            return None
+        mine = (self.upscaler.backend, self.upscaler.precision)[which]
+        theirs = sorted({network[which] for network in self.ran})
+        return "+".join(theirs) if mine == "auto" and theirs else mine
+
     def summary(self, **facts: Any) -> VideoSummary:
         return VideoSummary(
             source=self.src,
             destination=self.dst,
             seconds=time.perf_counter() - self.began,
             warnings=tuple(self.messages),
-            backend=self.upscaler.backend if self.upscaler else None,
-            precision=self.upscaler.precision if self.upscaler else None,
+            backend=self._network(0),
+            precision=self._network(1),
             weights=self.weights,
             **facts,
         )
@@ -632,6 +642,7 @@ def _segmented_job(
                     total=total,
                     warn=warn_once,
                 ).values()
+            job.ran |= {r.network for r in results if r.network is not None}
             decoded = sum(r.frames_decoded for r in results)
             errors = sum(r.decode_errors for r in results)
             retimed = sum(r.retimed for r in results)

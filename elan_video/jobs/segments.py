@@ -137,12 +137,13 @@ class SegmentCounts:
 @dataclass(frozen=True)
 class SegmentResult:
     """What encoding one segment did: frames written, and the reader's frames decoded, damaged packets and
-    retimed frames."""
+    retimed frames; ``network``: the (backend, precision) a Ray worker ran it with (None: the job's own)."""
 
     frames: int
     decode_errors: int
     retimed: int
     frames_decoded: int
+    network: tuple[str, str] | None = None
 
 
 def encode_segment(
