@@ -278,9 +278,8 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         import ray
 
-        if _on_this_machine(ray, self.scale_out):
-            # The threads each worker gets from a Ray of this machine's CPUs (see _start_actors).
-            threads = self.cpu_threads or max(1, (os.cpu_count() or 1) // (self.scale_out.workers or 1))
+        if _on_this_machine(ray, self.scale_out):  # a Ray of this machine's CPUs (see _connect)
+            threads = self._worker_threads(os.cpu_count() or 1, self.scale_out.workers or 1)
             _settle_here(self.up, self.pictures, threads=threads)
         self._started = _connect(self.scale_out)
         try:
@@ -289,6 +288,10 @@ class WorkerPool:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _worker_threads(self, cpus: float, workers: int) -> int:
+        """PyTorch threads per worker: as asked, else an equal share of the cluster's CPUs."""
+        return self.cpu_threads or max(1, int(cpus // workers))
 
     def _start_actors(self, ray: Any) -> None:
         scale_out, up = self.scale_out, self.up
@@ -311,7 +314,7 @@ class WorkerPool:
                 max_memory=up.max_memory,
             ),
             queue_size=self.queue_size,
-            cpu_threads=self.cpu_threads or max(1, int(cpus // workers)),
+            cpu_threads=self._worker_threads(cpus, workers),
             crash_once=os.environ.get(CRASH_ONCE_ENV) or None,
         )
         state = ray.put({name: t.detach().cpu() for name, t in up.model.state_dict().items()})
