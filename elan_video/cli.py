@@ -546,6 +546,18 @@ def evaluate_command(
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: torch's).")
 @click.option("--export", default=None, help="Write the final EMA weights here (.safetensors).")
+@click.option(
+    "--anchor",
+    default=None,
+    help="Weights whose outputs on clean LR the run keeps (a fine-tune on --degrade video: elan-light-x2).",
+)
+@click.option(
+    "--anchor-weight",
+    type=click.FloatRange(0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Weight of the L1 distance to --anchor's outputs in the loss.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fails_cleanly
 def train_command(

@@ -222,3 +222,43 @@ def test_training_reads_its_images_without_the_video_stack(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "(2, 3, 8, 8) (2, 3, 16, 16)"
+
+
+def test_an_anchor_holds_the_model_to_its_outputs_on_clean_lr_and_resumes_exactly(tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    from elan_video.training.evaluate import benchmark_pairs
+
+    data = [shared_path("data", "train", "T91")]
+    start = tmp_path / "start.pt"
+    train(data, scale=2, out=start, steps=2, **FAST)
+    anchor = tmp_path / "anchor.safetensors"
+    reference = export_checkpoint(start, anchor)
+    anchored = {"anchor": str(anchor), "anchor_weight": 20.0}
+    for name, extra in {"free": {}, "anchored": anchored}.items():
+        train(data, scale=2, out=tmp_path / f"{name}.pt", steps=6, init=anchor, **FAST, **extra)
+    # Held-out clean LR (a crop of Set5's official x2 LR): the anchored run stays far nearer the anchor's outputs.
+    lr = benchmark_pairs(shared_path("data", "sr", "Set5"), scale=2)[0][1][100:148, 100:148]
+    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        expected = reference(x)
+        drift = {n: float((load_model(tmp_path / f"{n}.pt")(x) - expected).abs().mean()) for n in ("free", "anchored")}
+    assert drift["anchored"] < 0.5 * drift["free"], drift
+    assert drift["free"] > 1.0, drift  # the free run did move: the comparison is not between two standstills
+
+    # Two calls of 3 steps give the 6-step run's weights (the clean patches' random stream resumes too).
+    split = tmp_path / "split.pt"
+    train(data, scale=2, out=split, steps=6, stop_at=3, init=anchor, **FAST, **anchored)
+    exported = tmp_path / "anchored.safetensors"
+    train(data, scale=2, out=split, steps=6, resume=True, export=exported, **FAST, **anchored)
+    a, b = load_checkpoint(tmp_path / "anchored.pt"), load_checkpoint(split)
+    for key, value in a["params"].items():
+        assert torch.equal(value, b["params"][key]), key
+    with safe_open(str(exported), "pt") as f:
+        assert json.loads(f.metadata()["anchor"])["weights"] == str(anchor)
+    with pytest.raises(OptionError, match="anchor None differs"):
+        train(data, scale=2, out=split, steps=7, resume=True, **FAST)
+    with pytest.raises(OptionError, match="anchor_weight must be positive"):
+        train(data, scale=2, out=split, steps=7, resume=True, **FAST, anchor=str(anchor), anchor_weight=0.0)

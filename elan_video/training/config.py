@@ -62,6 +62,8 @@ TRAIN_KEYS: dict[str, str] = {
     "precision": "a string",
     "fast_shift": "true or false",
     "export": "a string",
+    "anchor": "a string",
+    "anchor_weight": "a number",
     "threads": "an integer",
 }
 """The keys a recipe may hold and the kind of value each takes: ``train``'s parameters and ``threads``."""

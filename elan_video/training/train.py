@@ -1,10 +1,11 @@
 """Train ELAN on random HR crops with the MATLAB bicubic degradation; exact resume; safetensors export.
 
 One step: draw ``batch`` random (LR, HR) patches (:class:`elan_video.training.data.PatchSampler`), L1 loss on the
-0..255 scale, Adam, learning rate from a cosine or step schedule (with linear warm-up), then an update of
-the exponential moving average (EMA) of the weights. BatchNorm layers train in train mode (batch
-statistics, running statistics updated); the EMA model copies the running statistics, and it is the EMA
-model that is validated and exported.
+0..255 scale (with an ``anchor``, plus the L1 distance to the anchor network's output on ``batch`` clean bicubic
+patches, so that a fine-tune on degraded LR keeps what the anchor does with clean LR), Adam, learning rate from
+a cosine or step schedule (with linear warm-up), then an update of the exponential moving average (EMA) of the
+weights. BatchNorm layers train in train mode (batch statistics, running statistics updated); the EMA model
+copies the running statistics, and it is the EMA model that is validated and exported.
 
 Checkpoints hold everything a run depends on (weights, EMA, optimizer, scheduler, step, the random states
 of torch and of the patch sampler), so N steps in one go and N/2 + resume + N/2 give identical weights.
@@ -150,9 +151,13 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path) -> ELAN:
     model.load_state_dict(ckpt["params_ema"])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     options = ckpt.get("options", {})
-    save_safetensors(
-        model.eval(), path, metadata=export_metadata(options.get("degrade", "patch"), options.get("video"))
+    metadata = export_metadata(
+        options.get("degrade", "patch"),
+        options.get("video"),
+        anchor=options.get("anchor"),
+        anchor_weight=options.get("anchor_weight", 1.0),
     )
+    save_safetensors(model.eval(), path, metadata=metadata)
     return model
 
 
@@ -185,8 +190,11 @@ def video_recipe(video: Mapping[str, Any] | None) -> VideoDegradation:
     return VideoDegradation(**fields)
 
 
-def export_metadata(degrade: str, video: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The safetensors header entries that record how a run's LR was made (the "degradation" recipe, JSON)."""
+def export_metadata(
+    degrade: str, video: Mapping[str, Any] | None = None, *, anchor: str | None = None, anchor_weight: float = 1.0
+) -> dict[str, str]:
+    """The safetensors header entries that record how a run's LR was made (the "degradation" recipe, JSON) and,
+    for an anchored run, what kept it near which weights ("anchor", JSON)."""
     import json
 
     recipe: dict[str, object] = {"kind": degrade}
@@ -194,7 +202,14 @@ def export_metadata(degrade: str, video: Mapping[str, Any] | None = None) -> dic
         recipe |= video_recipe(video).to_dict()
     else:
         recipe["resize"] = "MATLAB bicubic"
-    return {"degradation": json.dumps(recipe)}
+    entries = {"degradation": json.dumps(recipe)}
+    if anchor is not None:
+        entries["anchor"] = json.dumps({"weights": anchor, "weight": anchor_weight, "loss": "L1 on clean bicubic LR"})
+    return entries
+
+
+def _name(weights: str | Path | None) -> str | None:
+    return None if weights is None else str(weights)
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -215,6 +230,7 @@ def _check_options(
     stop_at: int | None,
     resume: bool,
     init: str | Path | None,
+    anchor_weight: float,
 ) -> None:
     """Validate :func:`train`'s options (raises OptionError); ``counts`` must each be at least 1."""
     if scale not in (2, 3, 4):
@@ -234,6 +250,8 @@ def _check_options(
         raise OptionError(f"stop_at must be at least 1, got {stop_at}")
     if resume and init is not None:
         raise OptionError("init and resume are exclusive: resume continues the run stored in out")
+    if not anchor_weight > 0.0:
+        raise OptionError(f"anchor_weight must be positive, got {anchor_weight}")
 
 
 def _run_config(
@@ -252,7 +270,8 @@ def _run_config(
     config = dict(ckpt["config"])
     if config["scale"] != scale:
         raise OptionError(f"scale {scale} does not match the checkpoint {out}, which trains x{config['scale']}")
-    stored = {"degrade": "patch"} | ckpt["options"]  # runs stored before "degrade" existed degraded patches
+    # Runs stored before "degrade" existed degraded patches; before "anchor", none had one.
+    stored = {"degrade": "patch", "anchor": None} | ckpt["options"]
     for name, value in same.items():
         if stored[name] != value:
             raise OptionError(f"{name} {value} differs from the resumed run's {stored[name]} ({out})")
@@ -267,6 +286,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     sampler: PatchSampler | VideoPatchSampler,
+    anchor: _Anchor | None,
 ) -> int:
     """Load a checkpoint's weights, EMA, optimizer, scheduler and random states; returns its step."""
     model.load_state_dict(ckpt["params"])
@@ -275,7 +295,37 @@ def _restore(
     scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     sampler.load_state(ckpt["rng"]["sampler"])
+    if anchor is not None:
+        anchor.sampler.load_state(ckpt["rng"]["anchor_sampler"])
     return int(ckpt["step"])
+
+
+class _Anchor:
+    """The clean patches of an anchored run and the anchor network's outputs on them (see :func:`train`)."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        data_dirs: Sequence[str | Path],
+        *,
+        scale: int,
+        patch: int,
+        seed: int,
+        dev: torch.device,
+    ) -> None:
+        net = load_model(source)
+        if net.scale != scale:
+            raise OptionError(f"anchor {source} upscales x{net.scale}, not x{scale}")
+        self.forward = TrainingForward(net.to(dev).eval())
+        # Its own random stream: the degraded pairs are drawn as in an unanchored run with the same seed.
+        self.sampler = PatchSampler(data_dirs, scale=scale, patch=patch, seed=seed + 1, degrade="patch")
+
+    def sample(self, batch: int, dev: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` clean LR patches (float, 0..255) and the anchor's outputs on them."""
+        lr, _ = self.sampler.sample_uint8(batch)
+        lr = lr.to(dev).float().contiguous()
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return lr, self.forward(lr).float()
 
 
 def train(
@@ -306,6 +356,8 @@ def train(
     precision: str = "fp32",
     fast_shift: bool = False,
     export: str | Path | None = None,
+    anchor: str | Path | None = None,
+    anchor_weight: float = 1.0,
     on_step: Callable[[StepInfo], None] | None = None,
     on_validate: Callable[[int, Any], None] | None = None,
 ) -> ELAN:
@@ -331,6 +383,9 @@ def train(
     (fast only with bf16 matmul hardware: AMX or a GPU). fast_shift: train through
     :class:`TrainingForward` (bit-identical function, slicing instead of the depthwise shift conv).
     export: also write the final EMA weights there as safetensors once ``steps`` is reached.
+    anchor: weights (x``scale``) whose outputs on clean LR the run keeps, for fine-tunes on degraded LR
+    (learning without forgetting): each step also runs the model on ``batch`` clean bicubic patches (their own
+    random stream, seed + 1) and adds ``anchor_weight`` x the L1 distance to the anchor's outputs to the loss.
     """
     _check_options(
         scale=scale,
@@ -342,17 +397,25 @@ def train(
         stop_at=stop_at,
         resume=resume,
         init=init,
+        anchor_weight=anchor_weight,
     )
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     ckpt = load_checkpoint(out) if resume else None
     config = _run_config(
-        ckpt, out, scale=scale, arch=arch, same={"batch": batch, "patch": patch, "seed": seed, "degrade": degrade}
+        ckpt,
+        out,
+        scale=scale,
+        arch=arch,
+        same={"batch": batch, "patch": patch, "seed": seed, "degrade": degrade, "anchor": _name(anchor)},
     )
     recipe = video_recipe(video) if degrade == "video" else None
     # After the resume checks: with degrade="image" the sampler resizes every image up front.
     sampler = _sampler(data_dirs, scale=scale, patch=patch, seed=seed, degrade=degrade, batch=batch, recipe=recipe)
+    anchored = None
+    if anchor is not None:
+        anchored = _Anchor(anchor, data_dirs, scale=scale, patch=patch, seed=seed, dev=dev)
     torch.manual_seed(seed)  # the initial weights are part of the run's reproducible state
     model = ELAN(**config)
     if init is not None:
@@ -368,7 +431,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     if ckpt is not None:
-        step = _restore(ckpt, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+        step = _restore(
+            ckpt, model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, sampler=sampler, anchor=anchored
+        )
         if lr is not None:
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         # The stored lr was computed by the stored schedule; this call's schedule rules from here on.
@@ -390,6 +455,8 @@ def train(
         "seed": seed,
         "steps": steps,
         "precision": precision,
+        "anchor": _name(anchor),
+        "anchor_weight": anchor_weight,
     }
 
     def save() -> None:
@@ -401,7 +468,8 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
-                "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()},
+                "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()}
+                | ({} if anchored is None else {"anchor_sampler": anchored.sampler.state()}),
                 "config": model.config(),
                 "options": options,
             },
@@ -421,9 +489,15 @@ def train(
     end = steps if stop_at is None else min(steps, stop_at)
     while step < end:
         lr_batch, hr_batch = (t.to(dev).float().contiguous() for t in sampler.sample_uint8(batch))
+        target = None
+        if anchored is not None:
+            clean, target = anchored.sample(batch, dev, precision)
+            lr_batch = torch.cat([lr_batch, clean])  # one pass: BatchNorm sees both kinds of input
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            sr = forward(lr_batch)
-        loss = F.l1_loss(sr.float(), hr_batch)
+            sr = forward(lr_batch).float()
+        loss = F.l1_loss(sr[:batch], hr_batch)
+        if target is not None:
+            loss = loss + anchor_weight * F.l1_loss(sr[batch:], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -440,5 +514,6 @@ def train(
     validate()
     if export is not None and step >= steps:
         Path(export).parent.mkdir(parents=True, exist_ok=True)
-        save_safetensors(copy.deepcopy(ema).cpu().eval(), export, metadata=export_metadata(degrade, video))
+        metadata = export_metadata(degrade, video, anchor=_name(anchor), anchor_weight=anchor_weight)
+        save_safetensors(copy.deepcopy(ema).cpu().eval(), export, metadata=metadata)
     return ema.cpu().eval()
