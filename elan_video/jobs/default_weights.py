@@ -1,11 +1,12 @@
-"""Which bundled weights the command line gives a source when ``--model`` is not given.
+"""Which bundled weights the command line gives a source when ``--model`` is not given: the rule of
+:func:`elan_video.model.codec_weights.weights_for`, with the facts it needs probed from the file.
 
 A video whose codec is lossy gets the codec-aware ``elan-light-x{s}-video`` weights where the scale has them:
 measured on x264-coded sequences, they beat the clean weights at every quality tried, CRF 10 included
-(docs/weights.md), since they were trained not to sharpen blocking and ringing into the picture. A still
-image, an animation, or a losslessly coded video (FFV1, raw, Y4M, PNG, QuickTime RLE, ...) gets the clean
-weights: nothing there was compressed. The library's functions and the VapourSynth filter keep the clean
-weights as their default, so that code written against them does not change its output.
+(docs/weights.md). H.264 with a mean QP of at least 30 (over its first 24 pictures) gets the strong x2 ones. A
+still image, an animation, or a losslessly coded video (FFV1, raw, Y4M, PNG, QuickTime RLE, ...) gets the clean
+weights: nothing there was compressed. The library's functions and the VapourSynth filter keep the clean weights
+as their default, so that code written against them does not change its output.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 import av
 
 from ..media.image import is_image_path
-from ..media.video.probe import is_cover
+from ..media.video.probe import is_cover, mean_h264_qp
 from ..model.checkpoint import BUNDLED
+from ..model.codec_weights import weights_for
 
 __all__ = ["LOSSLESS_CODECS", "coded_lossily", "default_weights"]
 
@@ -42,7 +44,9 @@ def coded_lossily(source: Path) -> bool:
 
 
 def default_weights(source: Path, *, scale: int) -> str:
-    """The bundled weights' name for ``source`` at ``scale``: ``elan-light-x{scale}-video`` for a lossily coded
-    video where they exist, else ``elan-light-x{scale}``."""
-    video = f"elan-light-x{scale}-video"
-    return video if video in BUNDLED and coded_lossily(source) else f"elan-light-x{scale}"
+    """The bundled weights' name for ``source`` at ``scale`` (see :func:`~elan_video.model.codec_weights.weights_for`;
+    the mean QP is measured only where it can change the answer)."""
+    lossy = coded_lossily(source)
+    if not lossy or f"elan-light-x{scale}-video-strong" not in BUNDLED:  # decoding for the QP changes nothing
+        return weights_for(scale, lossy=lossy)
+    return weights_for(scale, lossy=lossy, qp=mean_h264_qp(source))

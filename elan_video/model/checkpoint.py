@@ -16,8 +16,16 @@ from .options import SCALES
 
 __all__ = ["BUNDLED", "infer_config", "load_model", "save_safetensors"]
 
-# Clean-bicubic weights, and codec-aware ones for x2 and x4 (trained on compressed LR; docs/weights.md).
-BUNDLED = ("elan-light-x2", "elan-light-x3", "elan-light-x4", "elan-light-x2-video", "elan-light-x4-video")
+# Clean-bicubic weights, and codec-aware ones for x2 and x4 (trained on compressed LR; docs/weights.md): x2 also
+# in a strong variant, for coarsely quantised video.
+BUNDLED = (
+    "elan-light-x2",
+    "elan-light-x3",
+    "elan-light-x4",
+    "elan-light-x2-video",
+    "elan-light-x4-video",
+    "elan-light-x2-video-strong",
+)
 # Searched in this order, so BasicSR's EMA weights win over its raw ones; "model_state_dict" is the authors' train.py.
 _WRAPPERS = ("params_ema", "params", "model_state_dict", "state_dict", "model", "net", "generator")
 _SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")

@@ -34,6 +34,8 @@ __all__ = [
     "VideoPatchSampler",
     "add_noise",
     "blur",
+    "h264_decode",
+    "h264_encode",
     "h264_roundtrip",
     "jpeg_roundtrip",
     "pan_sequence",
@@ -49,23 +51,20 @@ def _av() -> Any:
     return av
 
 
-def h264_roundtrip(
+def h264_encode(
     frames: Sequence[np.ndarray],
     *,
     crf: int,
     keyint: int | None = None,
     preset: str = "veryfast",
     rate: int = 25,
-) -> list[np.ndarray]:
-    """Code H x W x 3 uint8 RGB frames (H, W even) with libx264 at ``crf`` (yuv420p, BT.601) and decode them.
-
-    keyint: frames between keyframes (default: one keyframe for the whole sequence, so the others are P/B
-    frames). Returns the decoded frames in display order, same shape and dtype; raises InputError if the
-    decoder's timestamps are not the input's (every frame back, once, in order).
-    """
+) -> bytes:
+    """Code H x W x 3 uint8 RGB frames (H, W even) with libx264 at ``crf`` (yuv420p, BT.601): a Matroska file's
+    bytes, frame i at time i / ``rate``. keyint: frames between keyframes (default: one keyframe for the whole
+    sequence, so the others are P/B frames)."""
     av = _av()
     if not frames:
-        raise InputError("h264_roundtrip needs at least one frame")
+        raise InputError("h264_encode needs at least one frame")
     h, w = frames[0].shape[:2]
     if h % 2 or w % 2:
         raise InputError(f"4:2:0 coding needs an even frame size, got {w}x{h}")
@@ -90,8 +89,14 @@ def h264_roundtrip(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    buf.seek(0)
-    with av.open(buf, "r") as inp:
+    return buf.getvalue()
+
+
+def h264_decode(data: bytes, *, count: int, rate: int = 25) -> list[np.ndarray]:
+    """The ``count`` frames of :func:`h264_encode`'s ``data`` (uint8 RGB, display order); raises InputError if
+    the decoder's timestamps are not 0 .. count - 1 frames (every frame back, once, in order)."""
+    av = _av()
+    with av.open(io.BytesIO(data), "r") as inp:
         stream = inp.streams.video[0]
         tb = stream.time_base
         stream.codec_context.thread_count = 1
@@ -101,9 +106,23 @@ def h264_roundtrip(
         raise InputError("the x264 round trip decoded no frame")
     # Matroska stores milliseconds: frame i of a 25 fps stream has pts 40 * i.
     index = [round(float(p * tb) * rate) if p is not None else -1 for p, _ in decoded]
-    if index != list(range(len(frames))):
-        raise InputError(f"the x264 round trip gave frames {index}, expected 0..{len(frames) - 1}")
+    if index != list(range(count)):
+        raise InputError(f"the x264 round trip gave frames {index}, expected 0..{count - 1}")
     return [image for _, image in decoded]
+
+
+def h264_roundtrip(
+    frames: Sequence[np.ndarray],
+    *,
+    crf: int,
+    keyint: int | None = None,
+    preset: str = "veryfast",
+    rate: int = 25,
+) -> list[np.ndarray]:
+    """:func:`h264_encode` then :func:`h264_decode`: the frames as a viewer of the coded video sees them (same
+    shape and dtype)."""
+    data = h264_encode(frames, crf=crf, keyint=keyint, preset=preset, rate=rate)
+    return h264_decode(data, count=len(frames), rate=rate)
 
 
 def jpeg_roundtrip(image: np.ndarray, *, quality: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from .data import bicubic_downscale, bicubic_upscale, crop_to_multiple, list_ima
 from .metrics import psnr, ssim
 
 __all__ = [
+    "AUTO",
     "BICUBIC",
     "DegradedResult",
     "DegradedScore",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 BICUBIC = "bicubic"  # model name of the MATLAB bicubic baseline
+# Model name of the codec benchmark's "the command line's default": per coded sequence, the bundled weights that
+# elan_video.model.codec_weights.weights_for gives pictures coded that way.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class DegradedScore:
     name: str
     psnr: float
     bicubic: float
+    weights: str | None = None  # the bundled weights that scored it, for model "auto"
+    qp: float | None = None  # the mean H.264 QP of its coded LR (x264 only)
 
     @property
     def gain(self) -> float:
@@ -202,7 +208,12 @@ class DegradedResult:
             "psnr": self.psnr,
             "bicubic": self.bicubic,
             "gain": self.gain,
-            "images": [{"name": s.name, "psnr": s.psnr, "bicubic": s.bicubic, "gain": s.gain} for s in self.images],
+            "images": [
+                {"name": s.name, "psnr": s.psnr, "bicubic": s.bicubic, "gain": s.gain}
+                | ({} if s.weights is None else {"weights": s.weights})
+                | ({} if s.qp is None else {"qp": s.qp})
+                for s in self.images
+            ],
         }
 
 
@@ -212,15 +223,17 @@ class FlickerResult:
 
     model: float
     bicubic: float
+    weights: str | None = None  # the bundled weights measured, for model "auto"
 
     @property
     def ratio(self) -> float:
         """The model's flicker over bicubic's; 1.0 means no more shimmer than bicubic."""
         return self.model / self.bicubic
 
-    def to_dict(self) -> dict[str, float]:
-        """JSON-ready: model, bicubic, ratio."""
-        return {"model": self.model, "bicubic": self.bicubic, "ratio": self.ratio}
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: model, bicubic, ratio (and weights, for model "auto")."""
+        doc: dict[str, object] = {"model": self.model, "bicubic": self.bicubic, "ratio": self.ratio}
+        return doc | ({} if self.weights is None else {"weights": self.weights})
 
 
 PAN_FRAMES = 6  # frames of the benchmark's pan (one keyframe, then P/B frames)
@@ -230,24 +243,43 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
-def _degraded_frames(
-    name: str, lr: np.ndarray, hr: np.ndarray, *, scale: int, degrade: str
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(decoded LR, HR) frames of one benchmark image under ``degrade`` (uint8 RGB)."""
-    from .degrade import h264_roundtrip, jpeg_roundtrip, pan_sequence, parse_codec
+@dataclass(frozen=True)
+class _Coded:
+    """Frames of one benchmark item as scored: (decoded LR, HR) pairs, uint8 RGB, and how the LR was coded."""
+
+    frames: list[tuple[np.ndarray, np.ndarray]]
+    lossy: bool
+    qp: float | None = None  # mean H.264 QP of the coded LR
+
+
+def _x264(lrs: list[np.ndarray], *, crf: int, keyint: int | None = None) -> tuple[list[np.ndarray], float | None]:
+    """``lrs`` coded by x264 as one sequence and decoded, and the stream's mean QP."""
+    import io
+
+    from ..media.video.probe import mean_h264_qp
+    from .degrade import h264_decode, h264_encode
+
+    data = h264_encode(lrs, crf=crf, keyint=keyint)
+    return h264_decode(data, count=len(lrs)), mean_h264_qp(io.BytesIO(data), frames=len(lrs))
+
+
+def _degraded_frames(name: str, lr: np.ndarray, hr: np.ndarray, *, scale: int, degrade: str) -> _Coded:
+    """The frames of one benchmark image under ``degrade``."""
+    from .degrade import jpeg_roundtrip, pan_sequence, parse_codec
 
     if degrade == "clean":
-        return [(lr, hr)]
+        return _Coded([(lr, hr)], lossy=False)
     spec = parse_codec(degrade)
     if spec.kind == "jpeg":
-        return [(jpeg_roundtrip(lr, quality=spec.level), hr)]
+        return _Coded([(jpeg_roundtrip(lr, quality=spec.level), hr)], lossy=True)
     # A slow diagonal pan, one LR pixel per frame, inside the image; LR frame sides even for 4:2:0.
     move = PAN_FRAMES - 1
     size = ((hr.shape[0] // scale - move) // 2 * 2, (hr.shape[1] // scale - move) // 2 * 2)
     if min(size) < 16:
         raise InputError(f"{name}: too small for a {PAN_FRAMES}-frame pan at x{scale}")
     hrs, lrs = pan_sequence(hr, scale=scale, size=size, frames=PAN_FRAMES, origin=(0, 0), step=(scale, scale))
-    return list(zip(h264_roundtrip(lrs, crf=spec.level), hrs, strict=True))
+    coded, qp = _x264(lrs, crf=spec.level)
+    return _Coded(list(zip(coded, hrs, strict=True)), lossy=True, qp=qp)
 
 
 SEQUENCE_FRAMES = 10  # frames of a video benchmark (the issue's protocol: a standard sequence, 10 frames)
@@ -273,26 +305,25 @@ def read_sequence(path: str | Path, *, frames: int = SEQUENCE_FRAMES, scale: int
     return decoded
 
 
-def _sequence_frames(path: Path, *, scale: int, degrade: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(decoded LR, HR) frames of a video benchmark: each frame's MATLAB bicubic LR, and for x264 the LR
-    frames coded as one sequence (one keyframe, then P/B frames)."""
-    from .degrade import h264_roundtrip, jpeg_roundtrip, parse_codec
+def _sequence_frames(path: Path, *, scale: int, degrade: str) -> _Coded:
+    """The frames of a video benchmark: each frame's MATLAB bicubic LR, and for x264 the LR frames coded as one
+    sequence (one keyframe, then P/B frames)."""
+    from .degrade import jpeg_roundtrip, parse_codec
 
     hrs = read_sequence(path, scale=scale)
     lrs = [bicubic_downscale(hr, scale) for hr in hrs]
+    qp = None
     if degrade != "clean":
         spec = parse_codec(degrade)
         if spec.kind == "jpeg":
             lrs = [jpeg_roundtrip(lr, quality=spec.level) for lr in lrs]
         else:
-            lrs = h264_roundtrip(lrs, crf=spec.level)
-    return list(zip(lrs, hrs, strict=True))
+            lrs, qp = _x264(lrs, crf=spec.level)
+    return _Coded(list(zip(lrs, hrs, strict=True)), lossy=degrade != "clean", qp=qp)
 
 
-def _scored_frames(
-    data: Path, *, scale: int, degrade: str
-) -> Iterator[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
-    """(name, its (decoded LR, HR) frames) for each image of a benchmark folder, or once for a video."""
+def _scored_frames(data: Path, *, scale: int, degrade: str) -> Iterator[tuple[str, _Coded]]:
+    """(name, its frames) for each image of a benchmark folder, or once for a video."""
     if data.is_file():
         yield data.stem, _sequence_frames(data, scale=scale, degrade=degrade)
         return
@@ -311,6 +342,10 @@ def evaluate_degraded(
 ) -> DegradedResult:
     """Gain in Y-PSNR over bicubic on a benchmark folder (or video) whose LR is codec-degraded.
 
+    model: weights as :func:`evaluate` takes them, "bicubic", or "auto": for each image or video, the bundled
+    weights the command line gives video coded that way (clean LR: a lossless video; jpeg: a lossy video whose
+    QP is not known; x264: by the coded stream's mean QP), named in each score's ``weights``.
+
     degrade: "clean" (the benchmark LR), "jpeg:Q" (the benchmark LR coded as 4:2:0 JPEG at quality Q) or
     "x264:CRF" (a slow pan over each HR image, six frames moving one LR pixel a frame diagonally, each the
     MATLAB bicubic of its HR window, coded by libx264 at CRF with one keyframe, 4:2:0; every frame scored
@@ -324,14 +359,26 @@ def evaluate_degraded(
 
     text = degrade.strip().lower()
     degrade = text if text == "clean" else str(parse_codec(text))  # checked before the first (slow) image
-    run = _model_runner(model, scale=scale, device=device)
+    from ..model.codec_weights import weights_for
+
+    auto = isinstance(model, str) and model == AUTO
+    runners = {} if auto else {None: _model_runner(model, scale=scale, device=device)}  # a bad model fails first
     scores = []
-    for name, frames in _scored_frames(Path(data_dir), scale=scale, degrade=degrade):
+    for name, coded in _scored_frames(Path(data_dir), scale=scale, degrade=degrade):
+        weights = weights_for(scale, lossy=coded.lossy, qp=coded.qp) if auto else None
+        if weights not in runners:
+            runners[weights] = _model_runner(weights, scale=scale, device=device)
         model_db, bicubic_db = [], []
-        for small, big in frames:
-            model_db.append(psnr(run(small), big, shave=scale))
+        for small, big in coded.frames:
+            model_db.append(psnr(runners[weights](small), big, shave=scale))
             bicubic_db.append(psnr(bicubic_upscale(small, scale), big, shave=scale))
-        score = DegradedScore(name=name, psnr=float(np.mean(model_db)), bicubic=float(np.mean(bicubic_db)))
+        score = DegradedScore(
+            name=name,
+            psnr=float(np.mean(model_db)),
+            bicubic=float(np.mean(bicubic_db)),
+            weights=weights,
+            qp=coded.qp,
+        )
         scores.append(score)
         if on_image is not None:
             on_image(score)
@@ -357,7 +404,12 @@ def flicker_frames(image: np.ndarray, *, seed: int = 0) -> list[np.ndarray]:
     """The flicker test's input: a static 160x120 centre crop of ``image`` (uint8, H x W [x 3], at least that
     big), 12 frames each with fresh Gaussian noise of 2 grey levels, coded by x264 at CRF 28 with a keyframe
     every 6 frames, decoded. Returns 12 uint8 120 x 160 x 3 RGB frames."""
-    from .degrade import add_noise, h264_roundtrip
+    return _flicker_clip(image, seed=seed)[0]
+
+
+def _flicker_clip(image: np.ndarray, *, seed: int) -> tuple[list[np.ndarray], float | None]:
+    """:func:`flicker_frames` and the coded clip's mean QP."""
+    from .degrade import add_noise
 
     image = _rgb(image)
     h, w = FLICKER_SIZE
@@ -367,7 +419,7 @@ def flicker_frames(image: np.ndarray, *, seed: int = 0) -> list[np.ndarray]:
     crop = np.ascontiguousarray(image[top : top + h, left : left + w])
     rng = np.random.default_rng(seed)
     noisy = [add_noise(crop, sigma=FLICKER_NOISE, rng=rng) for _ in range(FLICKER_FRAMES)]
-    return h264_roundtrip(noisy, crf=FLICKER_CRF, keyint=FLICKER_KEYINT)
+    return _x264(noisy, crf=FLICKER_CRF, keyint=FLICKER_KEYINT)
 
 
 def _mean_frame_difference(frames: list[np.ndarray]) -> float:
@@ -378,10 +430,15 @@ def flicker(
     model: ELAN | str | Path | None, image: np.ndarray, *, scale: int, device: str | None = None, seed: int = 0
 ) -> FlickerResult:
     """Shimmer on a static scene (:func:`flicker_frames` of ``image``): the mean absolute difference between
-    consecutive upscaled frames (uint8 RGB, all pixels and channels) for the model and for MATLAB bicubic."""
-    frames = flicker_frames(image, seed=seed)
-    run = _model_runner(model, scale=scale, device=device)
+    consecutive upscaled frames (uint8 RGB, all pixels and channels) for the model and for MATLAB bicubic.
+    model "auto": the bundled weights the command line gives video coded like the clip (by its mean QP)."""
+    from ..model.codec_weights import weights_for
+
+    frames, qp = _flicker_clip(image, seed=seed)
+    weights = weights_for(scale, lossy=True, qp=qp) if isinstance(model, str) and model == AUTO else None
+    run = _model_runner(model if weights is None else weights, scale=scale, device=device)
     return FlickerResult(
         model=_mean_frame_difference([run(f) for f in frames]),
         bicubic=_mean_frame_difference([bicubic_upscale(f, scale) for f in frames]),
+        weights=weights,
     )

@@ -28,6 +28,7 @@ __all__ = [
     "is_cover",
     "is_text_subtitle",
     "main_video",
+    "mean_h264_qp",
     "open_input",
     "probe",
     "stream_display_matrix",
@@ -180,6 +181,29 @@ def main_video(container: av.container.InputContainer, path: Path) -> av.video.s
         only = " (only a cover picture)" if videos else ""
         raise InputError(f"{path}: has no video stream{only}")
     return moving[0]
+
+
+def mean_h264_qp(source: Path | BinaryIO, *, frames: int = 24) -> float | None:
+    """How coarsely an H.264 video was quantised: the mean quantisation parameter (QP, 0..51; x264's default CRF
+    23 gives about 23-32 depending on the picture) of the first ``frames`` pictures of ``path``'s main video
+    stream, averaged over every macroblock of each, as its decoder reports them (FFmpeg's exported encoding
+    parameters). ``source``: a file, or a binary stream of a file's bytes. None for another codec (their scales
+    differ, and most decoders report nothing), a file without video or one FFmpeg cannot read."""
+    path = source if isinstance(source, Path) else Path("stream")
+    try:
+        with av.open(str(source) if isinstance(source, Path) else source) as container:
+            stream = main_video(container, path)
+            if stream.codec_context.name != "h264":
+                return None
+            stream.codec_context.options = {"export_side_data": "venc_params"}
+            means = []
+            for frame in itertools.islice(container.decode(stream), frames):
+                params = frame.side_data.get(av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS)
+                if params is not None and params.nb_blocks:
+                    means.append(float(np.mean(params.qp_map())))
+    except (av.error.FFmpegError, OSError, ValueError, InputError):
+        return None
+    return float(np.mean(means)) if means else None
 
 
 def video_info(container: av.container.InputContainer, path: Path) -> VideoInfo:
