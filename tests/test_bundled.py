@@ -29,8 +29,8 @@ SET5_FLOOR_DB = {2: 37.42, 3: 33.82, 4: 31.58}
 # bicubic where the clean ones gain +0.01 / +0.44.
 VIDEO_SET5_FLOOR_DB = {2: 36.88, 4: 31.14}
 VIDEO_CRF28_MARGIN_DB = 0.4
-# The strong x2 on the same crops: +1.09 dB at CRF 28 where the -video x2 gains +0.68, and on the clean LR of the
-# crops +2.45 where the -video x2 gains +3.61: it is for coarsely coded video only.
+# The strong x2 on the same crops: +1.16 dB at CRF 28 where the -video x2 gains +0.68, and on the clean LR of the
+# crops +2.22 where the -video x2 gains +3.61: it is for coarsely coded video only.
 STRONG_CRF28_MARGIN_DB = 0.2
 STRONG_CLEAN_LOSS_DB = 0.5
 # Y-PSNR on the 48 x 48 crop of 'bird' below: measured 45.4 / 40.1 / 34.3 dB, MATLAB bicubic 40.6 / 34.8 / 30.1.

@@ -188,6 +188,7 @@ def test_the_shipped_recipes_are_the_clean_and_the_codec_aware_ones() -> None:
     names = sorted(p.name for p in (REPO / "training").glob("*.toml"))
     assert names == [
         "x2-video-b.toml",
+        "x2-video-strong-a.toml",
         "x2-video-strong.toml",
         "x2-video.toml",
         "x2.toml",
@@ -203,7 +204,8 @@ def test_the_shipped_recipes_are_the_clean_and_the_codec_aware_ones() -> None:
         ("x2-video-b.toml", 2, "elan-light-x2", 0.35),
         ("x2-video.toml", 2, "ckpt/elan-light-x2-video-b.safetensors", 0.45),  # run C continues run B
         ("x4-video.toml", 4, "elan-light-x4", 0.45),
-        ("x2-video-strong.toml", 2, "elan-light-x2", 0.1),
+        ("x2-video-strong-a.toml", 2, "elan-light-x2", 0.1),
+        ("x2-video-strong.toml", 2, "ckpt/elan-light-x2-video-strong-a.safetensors", 0.1),  # run K continues A
     ],
 )
 def test_the_video_recipes_fine_tune_on_the_video_degradation(name: str, scale: int, init: str, clean: float) -> None:
