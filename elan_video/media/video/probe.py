@@ -185,7 +185,7 @@ def main_video(container: av.container.InputContainer, path: Path) -> av.video.s
 
 def mean_h264_qp(source: Path | BinaryIO, *, frames: int = 24) -> float | None:
     """How coarsely an H.264 video was quantised: the mean quantisation parameter (QP, 0..51; x264's default CRF
-    23 gives about 23-32 depending on the picture) of the first ``frames`` pictures of ``path``'s main video
+    23 gives about 23-32 depending on the picture) of the first ``frames`` pictures of ``source``'s main video
     stream, averaged over every macroblock of each, as its decoder reports them (FFmpeg's exported encoding
     parameters). ``source``: a file, or a binary stream of a file's bytes. None for another codec (their scales
     differ, and most decoders report nothing), a file without video or one FFmpeg cannot read."""
