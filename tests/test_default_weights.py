@@ -48,6 +48,12 @@ def test_the_quantiser_follows_the_crf_and_picks_the_strong_weights_only_when_co
     assert default_weights(tmp_path / "crf18.mp4", scale=2) == "elan-light-x2-video"
     assert default_weights(tmp_path / "crf36.mp4", scale=2) == "elan-light-x2-video-strong"
     assert default_weights(tmp_path / "crf36.mp4", scale=4) == "elan-light-x4-video"  # no strong x4
+    # 10-bit H.264 reports QP + 12 (6 per bit over 8): measured on the 8-bit scale, the same choice.
+    for crf in (18, 36):
+        make_clip(tmp_path / f"deep{crf}.mkv", images=pan, frames=4, pix_fmt="yuv420p10le", options={"crf": str(crf)})
+        assert mean_h264_qp(tmp_path / f"deep{crf}.mkv") == pytest.approx(qps[crf], abs=1.5), (crf, qps)
+    assert default_weights(tmp_path / "deep18.mkv", scale=2) == "elan-light-x2-video"
+    assert default_weights(tmp_path / "deep36.mkv", scale=2) == "elan-light-x2-video-strong"
     # The same coarse quantiser in HEVC reports no QP: the -video weights.
     make_clip(tmp_path / "hevc.mp4", images=pan, frames=4, codec="libx265", options={"crf": "36"})
     assert mean_h264_qp(tmp_path / "hevc.mp4") is None

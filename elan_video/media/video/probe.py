@@ -184,11 +184,12 @@ def main_video(container: av.container.InputContainer, path: Path) -> av.video.s
 
 
 def mean_h264_qp(source: Path | BinaryIO, *, frames: int = 24) -> float | None:
-    """How coarsely an H.264 video was quantised: the mean quantisation parameter (QP, 0..51; x264's default CRF
-    23 gives about 23-32 depending on the picture) of the first ``frames`` pictures of ``source``'s main video
+    """How coarsely an H.264 video was quantised: the mean quantisation parameter (QP, 0..51; x264's default CRF 23
+    gives about 23-32 depending on the picture) of the first ``frames`` pictures of ``source``'s main video
     stream, averaged over every macroblock of each, as its decoder reports them (FFmpeg's exported encoding
-    parameters). ``source``: a file, or a binary stream of a file's bytes. None for another codec (their scales
-    differ, and most decoders report nothing), a file without video or one FFmpeg cannot read."""
+    parameters), on the 8-bit scale whatever the bit depth. ``source``: a file, or a binary stream of a file's
+    bytes. None for another codec (their scales differ, and most decoders report nothing), a file without video
+    or one FFmpeg cannot read."""
     path = source if isinstance(source, Path) else Path("stream")
     try:
         with av.open(str(source) if isinstance(source, Path) else source) as container:
@@ -200,7 +201,9 @@ def mean_h264_qp(source: Path | BinaryIO, *, frames: int = 24) -> float | None:
             for frame in itertools.islice(container.decode(stream), frames):
                 params = frame.side_data.get(av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS)
                 if params is not None and params.nb_blocks:
-                    means.append(float(np.mean(params.qp_map())))
+                    # High-bit-depth streams report QP'Y, the QP plus 6 per bit over 8: back to the 8-bit scale.
+                    offset = 6 * (frame.format.components[0].bits - 8)
+                    means.append(float(np.mean(params.qp_map())) - offset)
     except (av.error.FFmpegError, OSError, ValueError, InputError):
         return None
     return float(np.mean(means)) if means else None
