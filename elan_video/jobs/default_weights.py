@@ -17,8 +17,7 @@ import av
 
 from ..media.image import is_image_path
 from ..media.video.probe import is_cover, mean_h264_qp
-from ..model.checkpoint import BUNDLED
-from ..model.codec_weights import weights_for
+from ..model.codec_weights import strong_weights, weights_for
 
 __all__ = ["LOSSLESS_CODECS", "coded_lossily", "default_weights"]
 
@@ -47,6 +46,6 @@ def default_weights(source: Path, *, scale: int) -> str:
     """The bundled weights' name for ``source`` at ``scale`` (see :func:`~elan_video.model.codec_weights.weights_for`;
     the mean QP is measured only where it can change the answer)."""
     lossy = coded_lossily(source)
-    if not lossy or f"elan-light-x{scale}-video-strong" not in BUNDLED:  # decoding for the QP changes nothing
+    if not lossy or strong_weights(scale) is None:  # decoding for the QP would change nothing
         return weights_for(scale, lossy=lossy)
     return weights_for(scale, lossy=lossy, qp=mean_h264_qp(source))

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 from .checkpoint import BUNDLED
 
-__all__ = ["STRONG_FROM_QP", "weights_for"]
+__all__ = ["STRONG_FROM_QP", "strong_weights", "weights_for"]
 
 STRONG_FROM_QP = 30.0
 """Mean H.264 QP (0..51) from which the strong codec-aware weights are chosen."""
 
 
+def strong_weights(scale: int) -> str | None:
+    """The bundled strong codec-aware weights' name at ``scale``, or None where the scale has none (so a QP
+    cannot change :func:`weights_for`'s answer)."""
+    name = f"elan-light-x{scale}-video-strong"
+    return name if name in BUNDLED else None
+
+
 def weights_for(scale: int, *, lossy: bool, qp: float | None = None) -> str:
     """The bundled weights' name for pictures upscaled by ``scale``: ``lossy`` whether they were lossily coded,
     ``qp`` their mean H.264 quantisation parameter where known (None: another codec, or not measured)."""
-    clean, video, strong = (f"elan-light-x{scale}{s}" for s in ("", "-video", "-video-strong"))
+    clean, video, strong = f"elan-light-x{scale}", f"elan-light-x{scale}-video", strong_weights(scale)
     if not lossy or video not in BUNDLED:
         return clean
-    if strong in BUNDLED and qp is not None and qp >= STRONG_FROM_QP:
+    if strong is not None and qp is not None and qp >= STRONG_FROM_QP:
         return strong
     return video
