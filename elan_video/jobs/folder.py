@@ -65,14 +65,13 @@ def upscale_folder(
     options: how the network runs (one Upscaler serves every file that takes the same model).
     model_for: where ``options.model`` is None, the bundled weights' name for each file (the command line gives
     lossily coded videos the codec-aware weights); without it, every file gets the bundled clean weights.
-    outscale/overwrite, and for the videos
-    ``segment``/``resume``/``notify`` and ``video_options`` (codec, pix_fmt, crf, preset, start, end,
-    deinterlace): as for :func:`~elan_video.jobs.pipeline.upscale_video`; in a folder without videos any video
-    option that is not None is refused. Videos are the files with a suffix of
-    :data:`~elan_video.media.video.encoding.VIDEO_SUFFIXES`. workers/ray_address: the videos' segments run on
-    one pool of that many Ray workers (see :mod:`~elan_video.jobs.distributed`), up to that many files at a time;
-    images are upscaled here. A file that fails goes to ``on_error`` (the rest go on), one that is done to
-    ``on_done``; progress is called after each file with (files done, files in all).
+    outscale/overwrite, and for the videos ``segment``/``resume``/``notify`` and ``video_options`` (codec, pix_fmt,
+    crf, preset, start, end, deinterlace): as for :func:`~elan_video.jobs.pipeline.upscale_video`; in a folder
+    without videos any video option that is not None is refused. Videos are the files with a suffix of
+    :data:`~elan_video.media.video.encoding.VIDEO_SUFFIXES`. workers/ray_address: the videos' segments run on a
+    pool of that many Ray workers per model, in turn (see :mod:`~elan_video.jobs.distributed`), up to that many
+    files at a time; images are upscaled here. A file that fails goes to ``on_error`` (the rest go on), one that
+    is done to ``on_done``; progress is called after each file with (files done, files in all).
 
     Raises InputError (no image or video in ``source``), OutputError (``destination`` is a file, is ``source``
     or cannot be created) and OptionError before any file is read.
