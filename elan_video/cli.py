@@ -669,7 +669,12 @@ def train_command(
 @click.option("--overwrite", "-y", is_flag=True, help="Replace an existing DESTINATION.")
 @click.option("--size", default=None, help="ONNX: a static input size WxH (TensorRT builds these best) [default: any].")
 @click.option("--batch", type=click.IntRange(1), default=None, help="ONNX: a static batch size [default: any].")
-@click.option("--fp16", is_flag=True, help="ONNX: float16 weights, input and output (attention logits in float32).")
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="ONNX: float16 weights, input and output (attention logits in float32). safetensors: float16 weights "
+    "(half the file; output within one level).",
+)
 @click.option("--opset", type=click.IntRange(17), default=18, show_default=True, help="ONNX: operator set version.")
 @_fails_cleanly
 def export_command(
@@ -684,13 +689,15 @@ def export_command(
                     input N x 3 x H x W RGB in 0..1, output N x 3 x sH x sW in 0..1
     elan-video export elan-light-x2 elan_x2.onnx
     elan-video export ckpt/x2.pt elan_x2_540p.onnx --size 960x540 --batch 1 --fp16
+
+    A .safetensors copy of a .safetensors SOURCE keeps its provenance (training degradation, blend).
     """
-    from .model.checkpoint import load_model, save_safetensors
+    from .model.checkpoint import load_model, provenance, save_safetensors
 
     target = Path(destination)
     if target.suffix not in (".safetensors", ".onnx"):
         raise OptionError(f"destination must end in .safetensors or .onnx, got {destination!r}")
-    onnx_only = {"--size": size is not None, "--batch": batch is not None, "--fp16": fp16}
+    onnx_only = {"--size": size is not None, "--batch": batch is not None}
     if target.suffix != ".onnx" and any(onnx_only.values()):
         given = ", ".join(k for k, v in onnx_only.items() if v)
         raise OptionError(f"{given}: only for an .onnx destination, got {destination!r}")
@@ -719,6 +726,9 @@ def export_command(
         )
     else:
         partial = target.with_name(f".{target.name}.partial")
-        save_safetensors(model, partial)
-        partial.replace(target)
+        try:
+            save_safetensors(model, partial, metadata=provenance(source), half=fp16)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
     click.echo(f"{destination}: ELAN x{model.scale}, {model.c_elan} channels, {len(model.body)} ELABs", err=True)

@@ -172,7 +172,7 @@ def test_export_command_writes_onnx_and_safetensors(model: torch.nn.Module, tmp_
         (["{good}", "{locked}/x.onnx"], "is not writable"),
         (["{good}", "{tmp}/missing/x.onnx"], "does not exist"),
         (["{good}", "{good}/x.onnx"], "is not a folder"),
-        (["{good}", "{tmp}/x.safetensors", "--fp16"], "--fp16: only for an .onnx destination"),
+        (["{good}", "{tmp}/x.safetensors", "--size", "20x12"], "--size: only for an .onnx destination"),
     ],
 )
 def test_export_command_refuses_bad_input_in_one_line(
