@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import shared_path
 from PIL import Image
@@ -33,6 +34,9 @@ VIDEO_CRF28_MARGIN_DB = 0.4
 # crops +2.22 where the -video x2 gains +3.61: it is for coarsely coded video only.
 STRONG_CRF28_MARGIN_DB = 0.2
 STRONG_CLEAN_LOSS_DB = 0.5
+# The medium x2 (halfway between -video and the strong x2) on the same crops at CRF 23: +1.70 dB where -video gains
+# +1.48.
+MEDIUM_CRF23_MARGIN_DB = 0.12
 # Y-PSNR on the 48 x 48 crop of 'bird' below: measured 45.4 / 40.1 / 34.3 dB, MATLAB bicubic 40.6 / 34.8 / 30.1.
 BIRD_CROP_FLOOR_DB = {2: 43.0, 3: 37.5, 4: 32.0}
 
@@ -129,6 +133,24 @@ def test_the_strong_weights_gain_more_on_coarsely_coded_video_and_less_on_clean(
     assert gains[strong, "clean"] <= gains[video, "clean"] - STRONG_CLEAN_LOSS_DB, gains
 
 
+def test_the_medium_weights_are_the_halfway_blend_and_gain_in_between(tmp_path: Path) -> None:
+    first, second = (ev.load_model(f"elan-light-x2-video{v}").state_dict() for v in ("", "-strong"))
+    for key, value in ev.load_model("elan-light-x2-video-medium").state_dict().items():
+        want = torch.lerp(first[key], second[key], 0.5) if value.is_floating_point() else first[key]
+        assert torch.equal(value, want), key
+    crops = _set5_crops(tmp_path, scale=2)
+    names = ("elan-light-x2-video", "elan-light-x2-video-medium", "elan-light-x2-video-strong")
+    gains = {
+        (weights, degrade): evaluate_degraded(weights, crops, scale=2, degrade=degrade, device="cpu").gain
+        for weights in names
+        for degrade in ("x264:23", "clean")
+    }
+    video, medium, strong = names
+    # Measured at CRF 23 (mean QP 28.2 and 32.1): +1.48 / +1.70 / +1.78 dB; clean: +3.61 / +2.99 / +2.22.
+    assert gains[medium, "x264:23"] >= gains[video, "x264:23"] + MEDIUM_CRF23_MARGIN_DB, gains
+    assert gains[video, "clean"] - 0.3 >= gains[medium, "clean"] >= gains[strong, "clean"] + 0.3, gains
+
+
 def _set5_crops(tmp_path: Path, *, scale: int) -> Path:
     """A benchmark folder of crops of Set5's baby and butterfly (x4: big enough for the 6-frame pan's LR)."""
     hr = tmp_path / "crops" / "HR"
@@ -142,7 +164,9 @@ def _set5_crops(tmp_path: Path, *, scale: int) -> Path:
 
 def test_the_command_line_gives_lossy_video_the_codec_aware_weights(tmp_path: Path) -> None:
     lossy, coarse, lossless = tmp_path / "in.mp4", tmp_path / "coarse.mp4", tmp_path / "in.mkv"
+    middling = tmp_path / "middling.mp4"
     make_clip(lossy, frames=3, size=(32, 24), options={"crf": "18"})  # mean QP 25
+    make_clip(middling, frames=3, size=(32, 24), options={"crf": "22"})  # mean QP 29
     make_clip(coarse, frames=3, size=(32, 24), options={"crf": "36"})  # mean QP 43
     make_clip(lossless, frames=3, size=(32, 24), codec="ffv1", pix_fmt="yuv420p")
     image = tmp_path / "in.png"
@@ -153,6 +177,7 @@ def test_the_command_line_gives_lossy_video_the_codec_aware_weights(tmp_path: Pa
         (lossy, "rgb.mkv", ["--codec", "ffv1", "--pix-fmt", "gbrp"], "elan-light-x2-video"),  # the source decides
         (lossy, "out4.mp4", ["--scale", "4"], "elan-light-x4-video"),
         (lossy, "out3.mp4", ["--scale", "3"], "elan-light-x3"),  # no codec-aware x3
+        (middling, "medium.mp4", [], "elan-light-x2-video-medium"),  # moderately quantised H.264
         (coarse, "strong.mp4", [], "elan-light-x2-video-strong"),  # coarsely quantised H.264
         (coarse, "strong4.mp4", ["--scale", "4"], "elan-light-x4-video"),  # no strong x4
         (lossy, "named.mp4", ["--model", "elan-light-x2"], "elan-light-x2"),  # --model decides

@@ -3,10 +3,10 @@
 
 A video whose codec is lossy gets the codec-aware ``elan-light-x{s}-video`` weights where the scale has them:
 measured on x264-coded sequences, they beat the clean weights at every quality tried, CRF 10 included
-(docs/weights.md). H.264 with a mean QP of at least 30 (over its first 24 pictures) gets the strong x2 ones. A
-still image, an animation, or a losslessly coded video (FFV1, raw, Y4M, PNG, QuickTime RLE, ...) gets the clean
-weights: nothing there was compressed. The library's functions and the VapourSynth filter keep the clean weights
-as their default, so that code written against them does not change its output.
+(docs/weights.md). Coarsely quantised H.264 (by the mean QP of its first 24 pictures) gets the medium or strong
+x2 ones. A still image, an animation, or a losslessly coded video (FFV1, raw, Y4M, PNG, QuickTime RLE, ...) gets
+the clean weights: nothing there was compressed. The library's functions and the VapourSynth filter keep the clean
+weights as their default, so that code written against them does not change its output.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import av
 
 from ..media.image import is_image_path
 from ..media.video.probe import is_cover, mean_h264_qp
-from ..model.codec_weights import strong_weights, weights_for
+from ..model.codec_weights import by_quantiser, weights_for
 
 __all__ = ["LOSSLESS_CODECS", "coded_lossily", "default_weights"]
 
@@ -46,6 +46,6 @@ def default_weights(source: Path, *, scale: int) -> str:
     """The bundled weights' name for ``source`` at ``scale`` (see :func:`~elan_video.model.codec_weights.weights_for`;
     the mean QP is measured only where it can change the answer)."""
     lossy = coded_lossily(source)
-    if not lossy or strong_weights(scale) is None:  # decoding for the QP would change nothing
+    if not lossy or not by_quantiser(scale):  # decoding for the QP would change nothing
         return weights_for(scale, lossy=lossy)
     return weights_for(scale, lossy=lossy, qp=mean_h264_qp(source))

@@ -14,10 +14,16 @@ from ..errors import CheckpointError
 from .arch import ELAN
 from .options import SCALES
 
-__all__ = ["BUNDLED", "infer_config", "load_model", "provenance", "save_safetensors"]
+__all__ = ["BLENDED", "BUNDLED", "infer_config", "load_model", "provenance", "save_safetensors"]
 
+# Bundled weights made when loaded, as (1 - alpha) x FIRST + alpha x SECOND tensor by tensor (network
+# interpolation, Wang et al., CVPR 2019; both are fine-tunes of elan-light-x2, so they lie in one basin), rather
+# than stored: name -> (first, second, alpha).
+BLENDED: dict[str, tuple[str, str, float]] = {
+    "elan-light-x2-video-medium": ("elan-light-x2-video", "elan-light-x2-video-strong", 0.5),
+}
 # Clean-bicubic weights, and codec-aware ones for x2 and x4 (trained on compressed LR; docs/weights.md): x2 also
-# in a strong variant, for coarsely quantised video.
+# in a medium and a strong variant, for H.264 by how coarsely it was quantised.
 BUNDLED = (
     "elan-light-x2",
     "elan-light-x3",
@@ -25,6 +31,7 @@ BUNDLED = (
     "elan-light-x2-video",
     "elan-light-x4-video",
     "elan-light-x2-video-strong",
+    *BLENDED,
 )
 # Searched in this order, so BasicSR's EMA weights win over its raw ones; "model_state_dict" is the authors' train.py.
 _WRAPPERS = ("params_ema", "params", "model_state_dict", "state_dict", "model", "net", "generator")
@@ -222,7 +229,8 @@ def load_model(
 ) -> ELAN:
     """Build an :class:`ELAN` in eval mode from ``source``.
 
-    source: a bundled name (see :data:`BUNDLED`: "elan-light-x2", ..., "elan-light-x2-video"), a path to a
+    source: a bundled name (see :data:`BUNDLED`: "elan-light-x2", ..., "elan-light-x2-video"; those in
+    :data:`BLENDED` are interpolated from two bundled files as they load), a path to a
     .pth/.pt (loaded with ``weights_only=True``, never unpickling arbitrary objects) or .safetensors
     file, or a state dict. Training wrappers are removed: BasicSR's {"params_ema"|"params": ...} (EMA
     preferred), the authors' train.py's {"model_state_dict": ..., "optimizer_state_dict": ...},
@@ -235,6 +243,8 @@ def load_model(
     a field of the wrong type or an impossible value, or disagrees with the tensors. The returned model
     is on the CPU in float32.
     """
+    if isinstance(source, str) and source in BLENDED:
+        return _blended(source, window_sizes=window_sizes)
     stored: dict[str, object] = {}
     if isinstance(source, Mapping):
         name = "state dict"
@@ -263,6 +273,15 @@ def load_model(
         raise CheckpointError(f"{name}: missing key {missing[0]!r}")
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _blended(name: str, *, window_sizes: tuple[int, int, int] | None) -> ELAN:
+    first, second, alpha = BLENDED[name]
+    model = load_model(first, window_sizes=window_sizes)
+    theirs = load_model(second, window_sizes=window_sizes).state_dict()
+    mine = model.state_dict()
+    model.load_state_dict({k: torch.lerp(v, theirs[k], alpha) if v.is_floating_point() else v for k, v in mine.items()})
+    return model
 
 
 def save_safetensors(
@@ -295,6 +314,9 @@ def provenance(source: str | Path) -> dict[str, str]:
     """The header entries of a safetensors file or bundled weights besides its configuration (the training
     degradation, a blend...), for a copy to keep; {} for other sources."""
     text = str(source)
+    if text in BLENDED:
+        first, second, alpha = BLENDED[text]
+        return {**provenance(second), "blend": json.dumps({"first": first, "second": second, "alpha": alpha})}
     path = _bundled_path(text) if text in BUNDLED else Path(text)
     if path.suffix != ".safetensors" or not path.is_file():
         return {}
