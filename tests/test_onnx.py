@@ -218,6 +218,43 @@ def test_auto_backend_picks_the_fastest_measured_and_remembers_it(
     assert (again.backend, again.precision) == (up.backend, up.precision)
 
 
+def test_a_remembered_choice_is_kept_per_instruction_set_not_per_cpu_name() -> None:
+    from elan_video.model.choice import cpu_identity
+
+    # Two days of this project's VM: the same model name, AVX2 only on one host and AVX-512-BF16 on the other.
+    # Keyed by the name alone (as it was), the bf16 choice of the second would run emulated on the first.
+    avx2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2\n"
+    bf16 = avx2.replace("avx2", "avx2 avx512f avx512_bf16")
+    assert cpu_identity(avx2) == "AMD EPYC avx2 fma"
+    assert cpu_identity(bf16) == "AMD EPYC avx2 fma avx512f avx512_bf16"
+    assert cpu_identity(bf16.replace("avx512f avx512_bf16", "avx512_bf16 avx512f")) == cpu_identity(bf16)
+    # A second processor's lines (every vCPU repeats them) do not count twice.
+    assert cpu_identity(avx2 + avx2.replace("0", "1")) == cpu_identity(avx2)
+
+
+def test_a_damaged_choices_file_is_measured_again(
+    model: torch.nn.Module, cache: Path, dynamic_file: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from elan_video.model.choice import _key
+
+    path = cache / "choices.json"
+    # Cut off mid-write, and this model's entry without its fields.
+    for damaged in ('{"truncated": ', json.dumps({_key(model, "auto"): {"ms": {}}})):
+        path.write_text(damaged)
+        up = Upscaler(model, device="cpu", backend="auto")
+        up(pictures()[2])
+        entry = json.loads(path.read_text())  # valid again, with the choice measured now
+        assert any(
+            e.get("backend") == up.backend and e.get("precision") == up.precision
+            for e in entry.values()
+            if isinstance(e, dict)
+        )
+    err = capfd.readouterr().err
+    assert "is not readable JSON; measuring again" in err and "Traceback" not in err
+
+
 def test_openvino_is_loaded_without_its_usage_telemetry() -> None:
     # `import openvino` posts a usage event from a forked process unless CI=true (so CI is taken away here); the
     # fork, taken while the job's threads hold locks, hung the command at exit. OpenVINO's no-op stub must be bound.

@@ -26,7 +26,7 @@ from .backends import MIN_PSNR_DB, build_backend, precision_candidates, psnr
 from .export import weights_sha256
 from .runtimes import RUNTIMES, cache_folder, runtime_precisions
 
-__all__ = ["candidates", "choose_backend"]
+__all__ = ["candidates", "choose_backend", "cpu_identity"]
 
 _REPEATS = 3
 
@@ -39,23 +39,54 @@ def _installed(runtime: str) -> bool:
     return True
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+# Instruction sets that change which candidate wins. A cloud VM keeps its CPU's model name when it moves to a host
+# with other extensions (an "AMD EPYC" here has shown AVX2 only and AVX-512-BF16 on different days), and a choice
+# of bf16 made where bf16 is native runs an order of magnitude slower where it is emulated.
+_SPEED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_tile",
+)
 
-    return platform.processor() or platform.machine()
+
+def cpu_identity(cpuinfo: str) -> str:
+    """The CPU as far as speed goes: the first processor's model name and its speed-relevant flags.
+
+    cpuinfo: the text of ``/proc/cpuinfo`` (empty where there is none).
+    """
+    name, flags = "", set()
+    for line in cpuinfo.splitlines():
+        field, _, value = line.partition(":")
+        field = field.strip()
+        if field == "model name" and not name:
+            name = value.strip()
+        elif field == "flags" and not flags:
+            flags = set(value.split())
+    if not name:
+        import platform
+
+        name = platform.processor() or platform.machine()
+    return " ".join([name, *(flag for flag in _SPEED_FLAGS if flag in flags)])
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def _key(model: ELAN, precision: str) -> str:
     versions = {name: _version(name) for name in ("torch", *RUNTIMES)}
     return json.dumps(
         {
-            "cpu": _cpu_name(),
+            "cpu": cpu_identity(_cpuinfo()),
             "threads": torch.get_num_threads(),
             "versions": versions,
             "weights": weights_sha256(model),
@@ -121,6 +152,18 @@ def _measure(model: ELAN, precision: str, probe: torch.Tensor) -> dict[str, obje
     return {"backend": best[1], "precision": best[2], "ms": timings}
 
 
+def _remembered(path: Path) -> dict[str, dict[str, object]]:
+    """The choices kept in ``path``; a damaged file (a disk that filled up, a hand edit) is measured afresh."""
+    try:
+        known = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        print(f"elan-video: warning: {path} is not readable JSON; measuring again", file=sys.stderr, flush=True)
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def choose_backend(model: ELAN, *, precision: str, probe: torch.Tensor) -> tuple[str, str]:
     """(backend, precision) to run ``model`` with on this CPU, from the remembered choice or measured now.
 
@@ -134,8 +177,9 @@ def choose_backend(model: ELAN, *, precision: str, probe: torch.Tensor) -> tuple
     path = folder / "choices.json"
     key = _key(model, precision)
     with FileLock(str(path) + ".lock"):
-        known = json.loads(path.read_text()) if path.is_file() else {}
-        if key not in known:
+        known = _remembered(path)
+        entry = known.get(key)
+        if not (isinstance(entry, dict) and {"backend", "precision"} <= entry.keys()):
             timed = ", ".join(f"{backend} {name}" for backend, name in candidates(precision))
             print(
                 f"elan-video: timing {timed} on this CPU (once per model; kept in {path})", file=sys.stderr, flush=True
