@@ -317,7 +317,7 @@ def test_command_line_joins_a_running_cluster(
     options = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--backend", "eager"]
     options += ["--codec", "ffv1", "--pix-fmt", "gbrp"]
     command = [*ELAN_VIDEO, str(clip), str(out), *options, "--segment", "0.3", "--ray", address, "--json", "-q"]
-    # Without the cluster's token: Ray retries for about 20 s, logging each attempt; the user sees one line.
+    # Without the cluster's token: Ray retries (5 s here, 20 by default), logging each try; the user sees one line.
     no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(clip.parent)}
     done = subprocess.run(command, cwd=REPO, env=no_token, capture_output=True, text=True, timeout=240)
     assert done.returncode == 1

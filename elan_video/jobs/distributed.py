@@ -66,6 +66,11 @@ _IN_FLIGHT = 2  # segments per worker: one processed, the next waiting with its 
 _CHUNK = 4 << 20  # bytes of an encoded segment per message back
 _PROGRESS_EVERY = 0.2  # seconds between a worker's progress messages
 _REACH_SECONDS = 10  # a cluster address must answer a TCP connection within this
+# Attempts (about a second each) ray.init makes to reach a cluster's GCS. Ray's own 20 are for a head still
+# recovering its state; a running cluster answers the first, and one that refuses the token would cost 20 s of
+# retries before the error. A user's RAY_gcs_server_port_wait_time_s is left as it is.
+_JOIN_ATTEMPTS_VARIABLE = "RAY_gcs_server_port_wait_time_s"
+_JOIN_ATTEMPTS = "5"
 # Test hook: a file name; the first worker to reach a segment's third frame creates it and exits at once, as a
 # crashed or killed worker would (the file makes it happen once per job, whichever worker it is).
 CRASH_ONCE_ENV = "ELAN_VIDEO_TEST_CRASH_ONCE"
@@ -448,6 +453,9 @@ def _join(ray: Any, address: str, quiet: dict[str, Any]) -> None:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(log.fileno(), 2)
+        budget_set = _JOIN_ATTEMPTS_VARIABLE not in os.environ
+        if budget_set:
+            os.environ[_JOIN_ATTEMPTS_VARIABLE] = _JOIN_ATTEMPTS
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -455,6 +463,8 @@ def _join(ray: Any, address: str, quiet: dict[str, Any]) -> None:
         else:
             failure = None
         finally:
+            if budget_set:
+                del os.environ[_JOIN_ATTEMPTS_VARIABLE]
             os.dup2(saved, 2)
             os.close(saved)
         if failure is None:
