@@ -86,7 +86,7 @@ def test_by_default_the_backend_and_precision_are_measured_once_and_named(tmp_pa
     args = ["--model", tiny_checkpoint(tmp_path), "--device", "cpu", "--json"]  # the only test leaving --backend unset
     code, out, err = run(clip, tmp_path / "out.mkv", *args)
     assert code == 0, err
-    assert "elan-video: timing eager fp32, " in err and "on this CPU (once per model; kept in " in err
+    assert "elan-video: timing eager fp32, " in err and "on this CPU (once per network; kept in " in err
     summary = json.loads(out.strip().splitlines()[-1])
     choice = summary["backend"], summary["precision"]
     assert choice in candidates("auto")  # resolved, never "auto"

@@ -218,6 +218,62 @@ def test_auto_backend_picks_the_fastest_measured_and_remembers_it(
     assert (again.backend, again.precision) == (up.backend, up.precision)
 
 
+def test_candidates_are_timed_on_one_square_size_whatever_the_frame() -> None:
+    from elan_video.model.choice import PROBE_SIDE, probe_from
+
+    big = torch.arange(3 * 200 * 300, dtype=torch.float32).view(1, 3, 200, 300)
+    top, left = (200 - PROBE_SIDE) // 2, (300 - PROBE_SIDE) // 2
+    assert torch.equal(probe_from(big), big[:, :, top : top + PROBE_SIDE, left : left + PROBE_SIDE])
+    small = torch.arange(3 * 70 * 50, dtype=torch.float32).view(1, 3, 70, 50)  # QCIF-like and smaller: tiled
+    probe = probe_from(small)
+    assert probe.shape == (1, 3, PROBE_SIDE, PROBE_SIDE)
+    assert torch.equal(probe[:, :, :70, :50], small) and torch.equal(probe[:, :, 70:140, 100:150], small)
+
+
+def test_other_weights_of_the_network_take_its_choice_and_check_a_reduced_precision(
+    model: torch.nn.Module, cache: Path, dynamic_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from elan_video.model import choice
+
+    picture = pictures()[0]
+    first = Upscaler(model, device="cpu", backend="auto")
+    first(picture)
+    measured: list[str] = []
+    real_measure = choice._measure
+    monkeypatch.setattr(choice, "_measure", lambda m, *a: measured.append(weights_sha256(m)) or real_measure(m, *a))
+    # The same network with other weights: speed is the network's, so the remembered choice holds, unmeasured.
+    other = detail_elan(2, m_elan=2, seed=1)
+    up = Upscaler(other, device="cpu", backend="auto")
+    up(picture)
+    assert (up.backend, up.precision) == (first.backend, first.precision) and measured == []
+    # A reduced precision remembered (as a CPU with native bf16 would choose) is checked once for new weights.
+    path = cache / "choices.json"
+    key = choice._key(model, "auto")
+    known = json.loads(path.read_text())
+    known[key] = {"backend": "eager", "precision": "bf16", "ms": {}, "checked": [weights_sha256(model)]}
+    path.write_text(json.dumps(known))
+    up = Upscaler(other, device="cpu", backend="auto")
+    up(picture)
+    assert (up.backend, up.precision) == ("eager", "bf16") and measured == []
+    assert weights_sha256(other) in json.loads(path.read_text())[key]["checked"]
+    # Weights that bf16 cannot carry (body weights x4: activations grow until bf16 output is 15 dB from fp32, while
+    # the unscaled ones give 75 dB) fail the check and get a measurement of their own, within 45 dB.
+    wild = detail_elan(2, m_elan=2, seed=1)
+    with torch.no_grad():
+        for name, parameter in wild.named_parameters():
+            if name.startswith("body") and "weight" in name:
+                parameter.mul_(4)
+    up = Upscaler(wild, device="cpu", backend="auto")
+    got = up(picture)
+    assert measured == [weights_sha256(wild)] and up.precision != "bf16"
+    assert psnr(got, ev.upscale_image(wild, picture, device="cpu", precision="fp32")) >= 45
+    known = json.loads(path.read_text())
+    assert known[key]["precision"] == "bf16" and weights_sha256(wild) not in known[key]["checked"]
+    assert choice._key(wild, "auto", weights=True) in known
+
+
 def test_a_remembered_choice_is_kept_per_instruction_set_not_per_cpu_name() -> None:
     from elan_video.model.choice import cpu_identity
 

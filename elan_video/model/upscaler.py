@@ -26,7 +26,6 @@ from .options import UpscaleOptions
 __all__ = ["MIN_PSNR_DB", "Upscaler", "from_network", "peak_of", "psnr", "to_network", "upscale_image", "upscaler_for"]
 
 _PROBE = 64  # side of the centre crop used to measure a reduced precision's error on real content
-_CHOICE_PROBE = 96  # the crop backend "auto" times every candidate on: seconds in all, sizes past the windows
 
 
 def peak_of(dtype: np.dtype | type) -> float:
@@ -149,15 +148,12 @@ class Upscaler:
 
     def _choose_backend(self, x: torch.Tensor) -> tuple[str, str]:
         """backend "auto": eager on a GPU; on a CPU the fastest measured backend and precision
-        (:func:`elan_video.model.choice.choose_backend`), remembered per machine and model."""
+        (:func:`elan_video.model.choice.choose_backend`), remembered per machine and network."""
         if self.device.type != "cpu":
             return "eager", self.precision
         from .choice import choose_backend
 
-        h, w = x.shape[2:]
-        top, left = max(0, (h - _CHOICE_PROBE) // 2), max(0, (w - _CHOICE_PROBE) // 2)
-        probe = x[:1, :, top : top + _CHOICE_PROBE, left : left + _CHOICE_PROBE].float().contiguous()
-        return choose_backend(self.model, precision=self.precision, probe=probe)
+        return choose_backend(self.model, precision=self.precision, frame=x[:1])
 
     def _measure_precision(self, x: torch.Tensor) -> str:
         """Pick the fastest reduced precision within MIN_PSNR_DB of fp32 on a crop of ``x``, else fp32."""
