@@ -52,17 +52,8 @@ def _installed(runtime: str) -> bool:
 # Instruction sets that change which candidate wins. A cloud VM keeps its CPU's model name when it moves to a host
 # with other extensions (an "AMD EPYC" here has shown AVX2 only and AVX-512-BF16 on different days), and a choice
 # of bf16 made where bf16 is native runs an order of magnitude slower where it is emulated.
-_SPEED_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx512_vnni",
-    "avx_vnni",
-    "amx_bf16",
-    "amx_tile",
-)
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+                "amx_bf16", "amx_tile")  # fmt: skip
 
 
 def cpu_identity(cpuinfo: str) -> str:
@@ -199,8 +190,9 @@ def _save(path: Path, known: dict[str, dict[str, object]]) -> None:
 def _holds_for(entry: dict[str, object], model: ELAN, probe: torch.Tensor) -> bool:
     """Whether a choice measured with other weights of the same network keeps ``model`` within MIN_PSNR_DB of
     eager fp32 (checked once per weights, then remembered in ``entry``). fp32 always does."""
-    checked = entry.setdefault("checked", [])
-    assert isinstance(checked, list)
+    checked = entry.get("checked")
+    if not isinstance(checked, list):
+        checked = entry["checked"] = []
     weights = weights_sha256(model)
     if entry["precision"] == "fp32" or weights in checked:
         return True
