@@ -19,6 +19,7 @@ import vapoursynth as vs
 from conftest import REPO, detail_elan, kernel_offers_huge_pages, tiny_elan
 from vselan import default_precision, elan
 
+from elan_video.model.backends import precision_candidates
 from elan_video.model.checkpoint import save_safetensors
 from elan_video.model.upscaler import Upscaler, psnr, upscale_image
 
@@ -131,8 +132,11 @@ def test_rgbs_output_geometry_and_format(core, scale):
     assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0
 
 
-def test_rgbh_computes_in_bf16_on_cpu_and_returns_half(core):
-    assert default_precision(True, "cpu") == "bf16"
+def test_rgbh_computes_in_bf16_on_a_cpu_where_it_is_fast_and_returns_half(core):
+    # bf16 only where this CPU's bf16 matmul measures faster than fp32 (AMX, AVX-512-BF16); an AVX2 CPU emulates
+    # it about 15x slower than fp32 (35 s against 2.4 s for a 320x180 frame), so there an RGBH clip runs in fp32.
+    native = "bf16" in precision_candidates(torch.device("cpu"))
+    assert default_precision(True, "cpu") == ("bf16" if native else "fp32")
     assert default_precision(True, "cuda:0") == "fp16"
     assert default_precision(False, "cpu") == "auto"
     model = detail_elan(2)
@@ -141,13 +145,16 @@ def test_rgbh_computes_in_bf16_on_cpu_and_returns_half(core):
     assert out.format.name == "RGBH"
     got = planes(out.get_frame(1))
     assert got.dtype == np.float16
-    # Same numbers as the library in bf16 (the clip's format chose it); fp32 is measurably different.
+    # Same numbers as the library in the precision the clip's format chose; the other is measurably different.
     bf16 = reference(Upscaler(model, precision="bf16", device="cpu"), src.get_frame(1), torch.float16)
     fp32 = reference(Upscaler(model, precision="fp32", device="cpu"), src.get_frame(1), torch.float16)
-    assert not np.array_equal(bf16, fp32)
-    assert np.abs(got.astype(np.float32) - bf16.astype(np.float32)).max() <= 1e-3  # measured: 0
+    chosen, other = (bf16, fp32) if native else (fp32, bf16)
+    # Share of values that differ: measured 0 (bf16 chosen) or 2 of 9216 (fp32, float rounding by one float16 step);
+    # guard: against the other precision 43 % differ.
+    assert np.count_nonzero(got != chosen) <= 0.01 * got.size
+    assert np.count_nonzero(got != other) > 0.1 * got.size
     want = fp32.astype(np.float32)
-    assert psnr(got.astype(np.float32), want, peak=1.0) > 60.0  # measured: 73.3 dB
+    assert psnr(got.astype(np.float32), want, peak=1.0) > 60.0  # measured: 73.3 dB in bf16
     # Guards: frame 0's output (21.0 dB), and a pixel's shift (23.2).
     frame0 = reference(Upscaler(model, precision="fp32", device="cpu"), src.get_frame(0), torch.float16)
     assert psnr(frame0.astype(np.float32), want, peak=1.0) < 60.0

@@ -41,15 +41,22 @@ _ACCEPTED = ("RGBS", "RGBH")
 def default_precision(half: bool, device: torch.device | str) -> str:
     """The precision ``elan`` uses when none is given: derived from the clip's sample type.
 
-    half=True (an RGBH clip: the user already accepted 11-bit mantissas) -> "fp16" on CUDA, "bf16" on CPU
-    (CPUs have fast bf16 arithmetic, AMX or AVX-512-BF16, but no fast fp16). half=False (RGBS) -> "auto", the
-    library's default: the fastest precision whose output stays >= 45 dB PSNR of fp32, measured on the first
-    frame; on hardware without a faster reduced precision that is fp32.
+    half=True (an RGBH clip: the user already accepted 11-bit mantissas) -> "fp16" on CUDA; on a CPU "bf16" where
+    a bf16 matmul measures faster than fp32 here (native bf16: AMX or AVX-512-BF16), else "fp32" (an AVX2 CPU
+    emulates bf16 an order of magnitude slower). half=False (RGBS) -> "auto", the library's default: the fastest
+    precision whose output stays >= 45 dB PSNR of fp32, measured on the first frame; on hardware without a faster
+    reduced precision that is fp32.
     """
     device_type = device if isinstance(device, str) else device.type
     if not half:
         return "auto"
-    return "fp16" if device_type.split(":")[0] == "cuda" else "bf16"
+    if device_type.split(":")[0] == "cuda":
+        return "fp16"
+    import torch  # here, not at import: the filter asks for huge pages before torch loads
+
+    from elan_video.model.backends import precision_candidates
+
+    return "bf16" if "bf16" in precision_candidates(torch.device("cpu")) else "fp32"
 
 
 def _convert_hint(fmt: vs.VideoFormat) -> str:
@@ -174,7 +181,7 @@ def elan(
     ``elan_video.Upscaler`` to share one model and its compiled backends between several calls (then device,
     precision, backend and tile must be left unset: the Upscaler carries them); None selects the bundled
     ``elan-light-x{scale}``. device: "cpu", "cuda", "cuda:N" or None (CUDA when available). precision: "auto",
-    "fp32", "bf16", "fp16" or None (RGBH clips: fp16 on CUDA, bf16 on CPU; RGBS clips: "auto"; see
+    "fp32", "bf16", "fp16" or None (RGBH clips: fp16 on CUDA, bf16 on a CPU where it is fast; RGBS: "auto"; see
     :func:`default_precision`). backend: "eager" (default), "torchscript", "compile", "tensorrt", "onnxruntime" or
     "openvino" (these two: precision "auto" unless given). tile: tile side
     in input pixels to bound memory (None: whole frames where they fit in half the free memory, else tiles that
