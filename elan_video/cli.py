@@ -625,6 +625,8 @@ def train_command(
             where = config if config is not None else "a --config file"
             raise OptionError(f"{option} is required: give it on the command line or as {key} in {where}")
 
+    import warnings
+
     import torch
     from tqdm import tqdm
 
@@ -648,14 +650,14 @@ def train_command(
         else:
             click.echo(line)
 
+    def show_warning(message: Warning | str, *_: object, **__: object) -> None:
+        click.echo(f"elan-video: warning: {message}", err=True)
+
     try:
-        train(
-            data,
-            milestones=stones,
-            on_step=on_step,
-            on_validate=on_validate,
-            **options,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RuntimeWarning)
+            warnings.showwarning = show_warning
+            train(data, milestones=stones, on_step=on_step, on_validate=on_validate, **options)
     finally:
         if bar is not None:
             bar.close()

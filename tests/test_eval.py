@@ -81,6 +81,23 @@ def test_train_help_states_the_trainers_default_lr() -> None:
     assert stated is not None and float(stated.group(1)) == DEFAULT_LR
 
 
+def test_training_in_bf16_where_this_cpu_emulates_it_says_so_in_one_line(tmp_path: Path) -> None:
+    from elan_video.model.backends import precision_candidates
+
+    t91 = shared_path("data", "train", "T91")
+    args = ["train", "--data", str(t91), "--scale", "2", "--steps", "1", "--batch", "1", "--patch", "16"]
+    args += ["--threads", "1", "--quiet", "--device", "cpu"]
+    warning = "elan-video: warning: bf16 is emulated on this CPU"
+    emulated = "bf16" not in precision_candidates(torch.device("cpu"))  # the AVX2 host: yes; AMX, AVX-512-BF16: no
+    runner = CliRunner()
+    bf16 = runner.invoke(main, [*args, "--out", str(tmp_path / "b.pt"), "--precision", "bf16"])
+    assert bf16.exit_code == 0, bf16.output
+    said = [line for line in bf16.output.splitlines() if line.startswith(warning)]
+    assert len(said) == (1 if emulated else 0) and all(line.endswith("with precision fp32") for line in said)
+    fp32 = runner.invoke(main, [*args, "--out", str(tmp_path / "f.pt"), "--precision", "fp32"])
+    assert fp32.exit_code == 0 and "warning" not in fp32.output, fp32.output
+
+
 def test_export_command_writes_loadable_weights_with_the_authors_keys(tmp_path: Path) -> None:
     t91 = shared_path("data", "train", "T91")
     ckpt, weights = tmp_path / "x3.pt", tmp_path / "x3.safetensors"

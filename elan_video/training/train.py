@@ -18,6 +18,7 @@ import copy
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..errors import CheckpointError, OptionError
 from ..model.arch import ELAN, SHIFT_GROUPS, pad_to_multiple
+from ..model.backends import precision_candidates
 from ..model.checkpoint import load_model, save_safetensors
 from .data import DEGRADATIONS, PatchSampler
 from .degrade import VideoDegradation, VideoPatchSampler
@@ -380,7 +382,8 @@ def train(
     ``warmup`` linear warm-up steps. val_dir: a benchmark folder scored (PSNR/SSIM of the EMA model) every
     ``val_every`` steps and at the end; results go to ``on_validate(step, EvalResult)``.
     device: "cpu", "cuda", "cuda:N" (default: CUDA if available). precision: "fp32", or "bf16" autocast
-    (fast only with bf16 matmul hardware: AMX or a GPU). fast_shift: train through
+    (fast only with bf16 matmul hardware: AMX, AVX-512-BF16 or a GPU; a RuntimeWarning says so where this CPU's
+    bf16 matmul measures slower than fp32). fast_shift: train through
     :class:`TrainingForward` (bit-identical function, slicing instead of the depthwise shift conv).
     export: also write the final EMA weights there as safetensors once ``steps`` is reached.
     anchor: weights (x``scale``) whose outputs on clean LR the run keeps, for fine-tunes on degraded LR
@@ -401,6 +404,13 @@ def train(
     )
     out = Path(out)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cpu" and precision == "bf16" and "bf16" not in precision_candidates(dev):
+        warnings.warn(
+            "bf16 is emulated on this CPU (its bf16 matmul measures slower than fp32: no AVX-512-BF16 or AMX), "
+            "so training in bf16 runs several times slower than with precision fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     ckpt = load_checkpoint(out) if resume else None
     config = _run_config(
