@@ -208,7 +208,16 @@ def test_auto_backend_picks_the_fastest_measured_and_remembers_it(
     timed = entry["ms"]
     assert {"eager fp32", "onnxruntime fp32", "openvino fp32"} <= set(timed)
     assert (up.backend, up.precision) == (entry["backend"], entry["precision"])
-    assert timed[f"{up.backend} {up.precision}"] == min(timed.values())
+    # The fastest, a runtime only where it beats the best eager time by more than the margin (ms kept to 0.01).
+    from elan_video.model.choice import RUNTIME_MARGIN
+
+    eager = min(ms for name, ms in timed.items() if name.startswith("eager "))
+    runtime = min(ms for name, ms in timed.items() if not name.startswith("eager "))
+    line = eager * (1 - RUNTIME_MARGIN)
+    if abs(runtime - line) >= 0.02:  # clear of the rounding of the kept times
+        wins = runtime < line
+        assert timed[f"{up.backend} {up.precision}"] == (runtime if wins else eager)
+        assert (up.backend != "eager") == wins
     want = ev.upscale_image(model, picture, device="cpu", precision="fp32")
     assert psnr(got, want) >= 45  # the check every candidate passed
     # A second process start (a new Upscaler) takes the remembered choice without measuring again.
