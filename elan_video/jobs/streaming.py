@@ -236,6 +236,10 @@ def run_stream(
         torch.set_num_threads(cpu_threads or default_cpu_threads())
     threads = [_stage(read, "elan-decode", failures, stop), _stage(write, "elan-encode", failures, stop)]
     try:
+        # Started inside the try: Ctrl-C or SIGTERM lands in Thread.start's wait as anywhere else, and a stage
+        # left running would go on decoding from a container its caller is closing (a crash in FFmpeg).
+        for thread in threads:
+            thread.start()
         inference = _Inference(runner, outbox, batch=batch, hold=4 * size)
         while (item := inbox.get()) is not _END:
             inference.take(item)  # type: ignore[arg-type]
@@ -259,7 +263,7 @@ def run_stream(
 def _stage(
     body: Callable[[], None], name: str, failures: list[BaseException], stop: threading.Event
 ) -> threading.Thread:
-    """Start ``body`` on a thread of its own; a failure is kept for the calling thread and stops the others."""
+    """A thread (not started) running ``body``; a failure is kept for the calling thread and stops the others."""
 
     def run() -> None:
         try:
@@ -270,9 +274,7 @@ def _stage(
             failures.append(exc)
             stop.set()
 
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    return thread
+    return threading.Thread(target=run, name=name)
 
 
 class _Inference:
