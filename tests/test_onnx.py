@@ -280,7 +280,7 @@ def test_other_weights_of_the_network_take_its_choice_and_check_a_reduced_precis
     assert psnr(got, ev.upscale_image(wild, picture, device="cpu", precision="fp32")) >= 45
     known = json.loads(path.read_text())
     assert known[key]["precision"] == "bf16" and weights_sha256(wild) not in known[key]["checked"]
-    assert choice._key(wild, "auto", weights=True) in known
+    assert choice._key(wild, "auto", weights=weights_sha256(wild)) in known
 
 
 def test_a_remembered_choice_is_kept_per_instruction_set_not_per_cpu_name() -> None:

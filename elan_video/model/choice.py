@@ -83,7 +83,7 @@ def _cpuinfo() -> str:
         return ""
 
 
-def _key(model: ELAN, precision: str, *, weights: bool = False) -> str:
+def _key(model: ELAN, precision: str, *, weights: str | None = None) -> str:
     versions = {name: _version(name) for name in ("torch", *RUNTIMES)}
     fields: dict[str, object] = {
         "cpu": cpu_identity(_cpuinfo()),
@@ -93,8 +93,8 @@ def _key(model: ELAN, precision: str, *, weights: bool = False) -> str:
         "precision": precision,
         "probe": PROBE_SIDE,
     }
-    if weights:  # weights whose check failed on the network's remembered choice get a choice of their own
-        fields["weights"] = weights_sha256(model)
+    if weights is not None:  # weights (their hash) that failed the network's remembered choice get their own
+        fields["weights"] = weights
     return json.dumps(fields, sort_keys=True)
 
 
@@ -187,13 +187,13 @@ def _save(path: Path, known: dict[str, dict[str, object]]) -> None:
     partial.replace(path)
 
 
-def _holds_for(entry: dict[str, object], model: ELAN, probe: torch.Tensor) -> bool:
+def _holds_for(entry: dict[str, object], model: ELAN, weights: str, probe: torch.Tensor) -> bool:
     """Whether a choice measured with other weights of the same network keeps ``model`` within MIN_PSNR_DB of
-    eager fp32 (checked once per weights, then remembered in ``entry``). fp32 always does."""
+    eager fp32 (checked once per ``weights``, the model's :func:`weights_sha256`, then remembered in ``entry``).
+    fp32 always does."""
     checked = entry.get("checked")
     if not isinstance(checked, list):
         checked = entry["checked"] = []
-    weights = weights_sha256(model)
     if entry["precision"] == "fp32" or weights in checked:
         return True
     cpu = torch.device("cpu")
@@ -227,9 +227,10 @@ def choose_backend(model: ELAN, *, precision: str, frame: torch.Tensor) -> tuple
     with FileLock(str(path) + ".lock"):
         known = _remembered(path)
         before = json.dumps(known, sort_keys=True)
+        weights = weights_sha256(model)
         key = _key(model, precision)
-        if _complete(known.get(key)) and not _holds_for(known[key], model, probe):
-            key = _key(model, precision, weights=True)
+        if _complete(known.get(key)) and not _holds_for(known[key], model, weights, probe):
+            key = _key(model, precision, weights=weights)
         if not _complete(known.get(key)):
             timed = ", ".join(f"{backend} {name}" for backend, name in candidates(precision))
             print(
@@ -237,7 +238,7 @@ def choose_backend(model: ELAN, *, precision: str, frame: torch.Tensor) -> tuple
                 file=sys.stderr,
                 flush=True,
             )
-            known[key] = {**_measure(model, precision, probe), "checked": [weights_sha256(model)]}
+            known[key] = {**_measure(model, precision, probe), "checked": [weights]}
         if json.dumps(known, sort_keys=True) != before:
             _save(path, known)
     choice = known[key]
