@@ -4,12 +4,13 @@ re-encoding, against the single stream of the same job (lossless FFV1, so any fr
 from __future__ import annotations
 
 import itertools
+import json
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
-from conftest import shared_path
+from conftest import detail_elan, shared_path
 from pipeline_helpers import up2 as up2  # the shared fixture, re-exported so that pytest finds it here
 from video_clips import make_alpha_clip, make_clip, packets, video_frames
 
@@ -17,6 +18,7 @@ from elan_video.jobs.pipeline import upscale_video
 from elan_video.jobs.segments import plan_segments
 from elan_video.jobs.workdir import work_folder_for
 from elan_video.media.video import VideoWarning
+from elan_video.model.options import PRECISIONS
 from elan_video.model.upscaler import Upscaler, psnr
 
 # x264 with B-frames (3, pyramid) and a keyframe every 6 frames: 0.24 s at 25 fps, so segments of >= 0.3 s cut
@@ -168,6 +170,32 @@ def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path
     upscale_video(src, reference, **options)
     _compare_lossless(dst, reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "out.mkv", "reference.mkv"]
+
+
+def test_the_work_folder_records_what_auto_chose_not_auto(tmp_path: Path) -> None:
+    # A job resumed on another CPU (or after the choice cache was cleared) can settle "auto" differently; keyed
+    # by "auto", its new segments would silently join ones made with another precision.
+    src = tmp_path / "b.mp4"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    dst = tmp_path / "out.mkv"
+    options = {"segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+    network = detail_elan(2)
+
+    def stop_in_the_second_segment(done: int, total: int | None) -> None:
+        if done == 15:
+            raise KeyboardInterrupt
+
+    auto = Upscaler(network, device="cpu", backend="eager", precision="auto")
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, model=auto, progress=stop_in_the_second_segment, **options)
+    key = json.loads((work_folder_for(dst) / "manifest.json").read_text())["key"]["options"]
+    assert key["precision"] == auto.precision and auto.precision in PRECISIONS and auto.precision != "auto"
+
+    # The same choice made explicitly is the same job: its finished segment is reused.
+    chosen = Upscaler(network, device="cpu", backend="eager", precision=auto.precision)
+    notes: list[str] = []
+    upscale_video(src, dst, model=chosen, notify=notes.append, **options)
+    assert notes == ["resuming: 1 of 3 segments done"]
 
 
 def test_an_interrupt_while_the_stages_start_leaves_none_of_them_running(

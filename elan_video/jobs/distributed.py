@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import av
 import torch
 
 from ..errors import (
@@ -48,11 +47,10 @@ from ..errors import (
 )
 from ..media.video.encoding import EncoderPlan
 from ..media.video.probe import VideoInfo
-from ..media.video.reader import read_frames
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler
 from .segment_file import read_segment_file
-from .segments import Segment, SegmentResult, encode_segment, worker_plan
+from .segments import Segment, SegmentResult, encode_segment, settle_network, worker_plan
 from .source_bytes import SourceBytes, segment_source
 from .streaming import ProgressCallback
 from .workdir import WorkFolder
@@ -285,7 +283,7 @@ class WorkerPool:
 
         if _on_this_machine(ray, self.scale_out):  # a Ray of this machine's CPUs (see _connect)
             threads = self._worker_threads(os.cpu_count() or 1, self.scale_out.workers or 1)
-            _settle_here(self.up, self.pictures, threads=threads)
+            settle_network(self.up, self.pictures, threads=threads)
         self._started = _connect(self.scale_out)
         try:
             self._start_actors(ray)
@@ -514,27 +512,6 @@ def _on_this_machine(ray: Any, scale_out: ScaleOut) -> bool:
         return True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return len(nodes) == 1 and nodes[0].get("NodeManagerHostname") == socket.gethostname()
-
-
-def _settle_here(up: Upscaler, pictures: Sequence[Path], *, threads: int) -> None:
-    """Settle ``up``'s "auto" options on the first frame of the first of ``pictures`` that decodes, timed with
-    ``threads`` PyTorch threads (a worker's); left to the workers when none decodes."""
-    if "auto" not in (up.backend, up.precision) or up.device.type != "cpu":
-        return
-    for path in pictures:
-        try:
-            with contextlib.closing(read_frames(path)) as frames:
-                frame = next(frames, None)
-        except (ElanVideoError, av.error.FFmpegError, OSError):
-            continue  # the file's own job reports it
-        if frame is not None:
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                up.settle(frame.image)
-            finally:
-                torch.set_num_threads(before)
-            return
 
 
 def _resources(scale_out: ScaleOut) -> tuple[float, float]:

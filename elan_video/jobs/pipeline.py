@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import av
 import numpy as np
+import torch
 
 from ..errors import ElanVideoError, InputError, OptionError, OutputError, VideoWarning
 from ..media.animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
@@ -44,7 +45,14 @@ from ..model.checkpoint import BUNDLED, load_model
 from ..model.options import SCALES, UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
 from .segment_file import read_segment_file
-from .segments import DEFAULT_SEGMENT_SECONDS, SegmentCounts, encode_segment, plan_segments, segment_plan
+from .segments import (
+    DEFAULT_SEGMENT_SECONDS,
+    SegmentCounts,
+    encode_segment,
+    plan_segments,
+    segment_plan,
+    settle_network,
+)
 from .stitch import stitch
 from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
 from .workdir import WorkFolder, model_hash, source_fingerprint
@@ -599,7 +607,49 @@ def _segmented_job(
     pool: WorkerPool | None = None,
 ) -> VideoSummary:
     """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
-    earlier run, then stitched into the output."""
+    earlier run, then stitched into the output; on ``pool``, or on one started for ``scale_out``, when given.
+
+    The network's "auto" choices are settled before the work folder is keyed (here, or by a pool of this
+    machine's CPUs), so that segments made with one choice are never resumed under another."""
+    with contextlib.ExitStack() as stack:
+        if scale_out is not None and pool is None:
+            from .distributed import WorkerPool
+
+            pool = stack.enter_context(
+                WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads, pictures=[job.src])
+            )
+        elif pool is None:
+            settle_network(up, [job.src], threads=cpu_threads or torch.get_num_threads())
+        return _run_segments(
+            job,
+            reader,
+            plan,
+            up,
+            seconds=seconds,
+            resume=resume,
+            notify=notify,
+            pix_fmt_given=pix_fmt_given,
+            queue_size=queue_size,
+            cpu_threads=cpu_threads,
+            pool=pool,
+        )
+
+
+def _run_segments(
+    job: _Job,
+    reader: VideoReader,
+    plan: EncoderPlan,
+    up: Upscaler,
+    *,
+    seconds: float,
+    resume: bool,
+    notify: Callable[[str], None] | None,
+    pix_fmt_given: bool,
+    queue_size: int,
+    cpu_threads: int | None,
+    pool: WorkerPool | None,
+) -> VideoSummary:
+    """:func:`_segmented_job` once the network is settled and ``pool`` (if any) running."""
     info, src = reader.info, job.src
     _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
     start, end, deinterlace = reader.start, reader.end, reader.deinterlacing
@@ -621,27 +671,19 @@ def _segmented_job(
                 job.warn(message)
 
         decoded = errors = retimed = 0
-        if scale_out is not None or pool is not None:
-            with contextlib.ExitStack() as stack:
-                if pool is None:
-                    from .distributed import WorkerPool
-
-                    assert scale_out is not None
-                    pool = stack.enter_context(
-                        WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads, pictures=[src])
-                    )
-                results = pool.run(
-                    source=src,
-                    info=info,
-                    segments=[s for s in segments if s.index not in folder.done],
-                    plan=plan,
-                    folder=folder,
-                    deinterlace=deinterlace,
-                    progress=job.progress,
-                    done=done,
-                    total=total,
-                    warn=warn_once,
-                ).values()
+        if pool is not None:
+            results = pool.run(
+                source=src,
+                info=info,
+                segments=[s for s in segments if s.index not in folder.done],
+                plan=plan,
+                folder=folder,
+                deinterlace=deinterlace,
+                progress=job.progress,
+                done=done,
+                total=total,
+                warn=warn_once,
+            ).values()
             job.ran |= {r.network for r in results if r.network is not None}
             decoded = sum(r.frames_decoded for r in results)
             errors = sum(r.decode_errors for r in results)

@@ -12,9 +12,10 @@ the same way on both sides, so no frame is kept twice or lost; with variable fra
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import BinaryIO
 
 import av
 import av.error
+import torch
 
-from ..errors import WarnCallback
+from ..errors import ElanVideoError, WarnCallback
 from ..media.video.encoding import EncoderPlan
 from ..media.video.probe import VideoInfo, main_video, open_input
-from ..media.video.reader import VideoReader
+from ..media.video.reader import VideoReader, read_frames
 from ..media.video.writer import VideoWriter
 from ..model.upscaler import Upscaler
 from .segment_file import SegmentFileWriter
@@ -40,6 +42,7 @@ __all__ = [
     "encode_segment",
     "plan_segments",
     "segment_plan",
+    "settle_network",
     "worker_plan",
 ]
 
@@ -111,6 +114,31 @@ def segment_plan(plan: EncoderPlan) -> EncoderPlan:
     params = plan.options.get("x265-params", "")
     pinned = "info=0:wpp=1"
     return replace(plan, options=plan.options | {"x265-params": f"{params}:{pinned}" if params else pinned})
+
+
+def settle_network(up: Upscaler, pictures: Sequence[Path], *, threads: int) -> None:
+    """Settle ``up``'s "auto" backend and precision now, on its own device, measured on the first frame of the
+    first of ``pictures`` that decodes with ``threads`` PyTorch threads (as the frames will run); nothing to do
+    when neither is "auto" or none decodes (each file's job reports it).
+
+    A segmented job keys its work folder by what the network runs with, so "auto" must be a choice by then: a
+    resumed job whose choice has changed (another CPU, a cleared cache) starts over instead of mixing segments."""
+    if "auto" not in (up.backend, up.precision):
+        return
+    for path in pictures:
+        try:
+            with contextlib.closing(read_frames(path)) as frames:
+                frame = next(frames, None)
+        except (ElanVideoError, av.error.FFmpegError, OSError):
+            continue
+        if frame is not None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                up.settle(frame.image)
+            finally:
+                torch.set_num_threads(before)
+            return
 
 
 def worker_plan(plan: EncoderPlan, threads: int) -> EncoderPlan:

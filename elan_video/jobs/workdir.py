@@ -5,8 +5,9 @@ crashed, was killed or interrupted resumes where it stopped.
 ``segment-NNNNN.elanseg`` per finished segment (:mod:`~elan_video.jobs.segment_file`). The manifest records what
 the segments were made from, as a key: the source's fingerprint (size and hashes of its first and last MiB, not its
 path or date, so a copied or renamed source still resumes), the network's weights hash, and every option that
-changes the output (scale, precision, backend, tiling, the encoder plan, time range, deinterlacing, outscale,
-segment length). Options that change only how the job runs (workers, Ray, progress, JSON) are not in it. A key
+changes the output (scale, precision and backend as "auto" settled them, tiling, the encoder plan, time range,
+deinterlacing, outscale, segment length; a cluster's workers settle "auto" each on its own machine, so there it
+stays "auto"). Options that change only how the job runs (workers, Ray, progress, JSON) are not in it. A key
 that differs starts the job over with a warning naming what changed.
 
 Files are written under a temporary name and renamed once complete, and the manifest is rewritten the same way
