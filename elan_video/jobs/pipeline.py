@@ -389,20 +389,23 @@ def upscale_video(
         if distributed and not _stitchable(plan):
             job.warn(f"{dst_path.name}: this output cannot be joined from segments; written as one stream here")
         if segment is not None and _stitchable(plan):
-            return _segmented_job(
-                job,
-                reader,
-                plan,
-                load(),
-                seconds=segment,
-                resume=resume,
-                notify=notify,
-                pix_fmt_given=pix_fmt is not None,
-                queue_size=queue_size,
-                cpu_threads=cpu_threads,
-                scale_out=scale_out,
-                pool=pool,
-            )
+            up = load()
+            with _settled(
+                up, src_path, scale_out=scale_out, pool=pool, queue_size=queue_size, cpu_threads=cpu_threads
+            ) as ready_pool:
+                return _segmented_job(
+                    job,
+                    reader,
+                    plan,
+                    up,
+                    seconds=segment,
+                    resume=resume,
+                    notify=notify,
+                    pix_fmt_given=pix_fmt is not None,
+                    queue_size=queue_size,
+                    cpu_threads=cpu_threads,
+                    pool=ready_pool,
+                )
         return _video_job(
             job, reader, plan, load(), pix_fmt_given=pix_fmt is not None, queue_size=queue_size, cpu_threads=cpu_threads
         )
@@ -560,6 +563,31 @@ def _stitchable(plan: EncoderPlan) -> bool:
     return plan.muxer is not None and not av.ContainerFormat(plan.muxer).flags & _NO_TIMESTAMPS
 
 
+@contextlib.contextmanager
+def _settled(
+    up: Upscaler,
+    src: Path,
+    *,
+    scale_out: ScaleOut | None,
+    pool: WorkerPool | None,
+    queue_size: int,
+    cpu_threads: int | None,
+) -> Iterator[WorkerPool | None]:
+    """The pool a segmented job runs on (``pool``, one started for ``scale_out``, or None: here), with ``up``'s
+    "auto" choices settled on ``src``'s first frame wherever this machine runs the network (here, or in a pool of
+    its CPUs), before the work folder is keyed by them: segments made with one choice are never resumed under
+    another. A cluster's workers settle "auto" each on its own machine."""
+    if pool is not None or scale_out is None:
+        if pool is None:
+            settle_network(up, [src], threads=cpu_threads or torch.get_num_threads())
+        yield pool
+        return
+    from .distributed import WorkerPool
+
+    with WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads, pictures=[src]) as started:
+        yield started
+
+
 def _job_key(job: _Job, reader: VideoReader, plan: EncoderPlan, up: Upscaler, seconds: float) -> dict[str, Any]:
     """What a segmented job's segments are made from (see :mod:`~elan_video.jobs.workdir`): two runs with equal
     keys make equal segments. Device and batch are left out: they change how fast, not what."""
@@ -603,53 +631,11 @@ def _segmented_job(
     pix_fmt_given: bool,
     queue_size: int,
     cpu_threads: int | None,
-    scale_out: ScaleOut | None = None,
-    pool: WorkerPool | None = None,
-) -> VideoSummary:
-    """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
-    earlier run, then stitched into the output; on ``pool``, or on one started for ``scale_out``, when given.
-
-    The network's "auto" choices are settled before the work folder is keyed (here, or by a pool of this
-    machine's CPUs), so that segments made with one choice are never resumed under another."""
-    with contextlib.ExitStack() as stack:
-        if scale_out is not None and pool is None:
-            from .distributed import WorkerPool
-
-            pool = stack.enter_context(
-                WorkerPool(scale_out, up, queue_size=queue_size, cpu_threads=cpu_threads, pictures=[job.src])
-            )
-        elif pool is None:
-            settle_network(up, [job.src], threads=cpu_threads or torch.get_num_threads())
-        return _run_segments(
-            job,
-            reader,
-            plan,
-            up,
-            seconds=seconds,
-            resume=resume,
-            notify=notify,
-            pix_fmt_given=pix_fmt_given,
-            queue_size=queue_size,
-            cpu_threads=cpu_threads,
-            pool=pool,
-        )
-
-
-def _run_segments(
-    job: _Job,
-    reader: VideoReader,
-    plan: EncoderPlan,
-    up: Upscaler,
-    *,
-    seconds: float,
-    resume: bool,
-    notify: Callable[[str], None] | None,
-    pix_fmt_given: bool,
-    queue_size: int,
-    cpu_threads: int | None,
     pool: WorkerPool | None,
 ) -> VideoSummary:
-    """:func:`_segmented_job` once the network is settled and ``pool`` (if any) running."""
+    """``reader``'s video in segments (see :func:`upscale_video`'s ``segment``), finished ones taken over from an
+    earlier run, then stitched into the output; on ``pool``'s workers when given. ``up``'s "auto" choices are
+    settled by now where this machine runs it (:func:`_settled`)."""
     info, src = reader.info, job.src
     _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
     start, end, deinterlace = reader.start, reader.end, reader.deinterlacing
