@@ -166,9 +166,9 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
-    Without --model, a lossily coded video gets the codec-aware elan-light-x2-video or -x4-video weights (x2 H.264
-    with a mean QP of 28 to 32: elan-light-x2-video-medium, 32 or more: -strong), and an image or a losslessly
-    coded video the clean ones (x3: always the clean ones).
+    Without --model, a lossily coded video gets the codec-aware elan-light-x{2,3,4}-video weights (x2 H.264 with
+    a mean QP of 28 to 32: elan-light-x2-video-medium, 32 or more: -strong), and an image or a losslessly coded
+    video the clean ones.
 
     A folder SOURCE upscales every image and video in it into the folder DESTINATION (created), under the same
     names, each file with the weights it would get alone (or --model's); with --workers, the videos' segments

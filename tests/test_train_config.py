@@ -192,6 +192,7 @@ def test_the_shipped_recipes_are_the_clean_and_the_codec_aware_ones() -> None:
         "x2-video-strong.toml",
         "x2-video.toml",
         "x2.toml",
+        "x3-video.toml",
         "x3.toml",
         "x4-video.toml",
         "x4.toml",
@@ -203,6 +204,7 @@ def test_the_shipped_recipes_are_the_clean_and_the_codec_aware_ones() -> None:
     [
         ("x2-video-b.toml", 2, "elan-light-x2", 0.35),
         ("x2-video.toml", 2, "ckpt/elan-light-x2-video-b.safetensors", 0.45),  # run C continues run B
+        ("x3-video.toml", 3, "elan-light-x3", 0.45),
         ("x4-video.toml", 4, "elan-light-x4", 0.45),
         ("x2-video-strong-a.toml", 2, "elan-light-x2", 0.1),
         ("x2-video-strong.toml", 2, "ckpt/elan-light-x2-video-strong-a.safetensors", 0.1),  # run K continues A

@@ -22,13 +22,14 @@ __all__ = ["BLENDED", "BUNDLED", "infer_config", "load_model", "provenance", "sa
 BLENDED: dict[str, tuple[str, str, float]] = {
     "elan-light-x2-video-medium": ("elan-light-x2-video", "elan-light-x2-video-strong", 0.5),
 }
-# Clean-bicubic weights, and codec-aware ones for x2 and x4 (trained on compressed LR; docs/weights.md): x2 also
+# Clean-bicubic weights, and codec-aware ones for each scale (trained on compressed LR; docs/weights.md): x2 also
 # in a medium and a strong variant, for H.264 by how coarsely it was quantised.
 BUNDLED = (
     "elan-light-x2",
     "elan-light-x3",
     "elan-light-x4",
     "elan-light-x2-video",
+    "elan-light-x3-video",
     "elan-light-x4-video",
     "elan-light-x2-video-strong",
     *BLENDED,

@@ -32,7 +32,7 @@ class UpscaleOptions:
     """How the network runs. Every field is validated on construction (:class:`~elan_video.errors.OptionError`).
 
     model: an :class:`~elan_video.model.arch.ELAN`, a checkpoint path (.pth/.pt/.safetensors), a bundled name
-    (``elan-light-x2|x3|x4``, ``elan-light-x2-video|x4-video``, ``elan-light-x2-video-medium|strong``), a ready
+    (``elan-light-x2|x3|x4``, ``elan-light-x2-video|x3-video|x4-video``, ``elan-light-x2-video-medium|strong``), a ready
     :class:`~elan_video.model.upscaler.Upscaler` (then every other field but ``scale`` must keep its default:
     the Upscaler carries them), or None for the bundled ``elan-light-x{scale}``.
     scale: 2, 3 or 4; None takes the model's (2 for the bundled weights). device: "cpu", "cuda", "cuda:N" or None
@@ -51,8 +51,7 @@ class UpscaleOptions:
     model: object = field(
         default=None,
         metadata=_help(
-            "Bundled name (elan-light-x2|x3|x4, elan-light-x2-video|x4-video, elan-light-x2-video-medium|strong)"
-            " or file."
+            "Bundled name (elan-light-x2|x3|x4, elan-light-x2|x3|x4-video, elan-light-x2-video-medium|strong) or file."
         ),
     )
     scale: int | None = field(
