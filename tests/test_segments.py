@@ -138,15 +138,26 @@ def test_default_codec_through_segments_decodes_as_one_stream(tmp_path: Path, up
     assert late < one_db - 1.0  # measured: 17.3 dB
 
 
-def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path, up2: Upscaler) -> None:
+# A job of three segments (10 frames each) written losslessly, and a progress callback that interrupts it in the
+# second: the first segment is finished and kept.
+LOSSLESS_SEGMENTS = {"segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+
+
+def _b_frames_clip(tmp_path: Path) -> Path:
     src = tmp_path / "b.mp4"
     make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
-    dst = tmp_path / "out.mkv"
-    options = {"model": up2, "segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+    return src
 
-    def stop_in_the_second_segment(done: int, total: int | None) -> None:
-        if done == 15:
-            raise KeyboardInterrupt
+
+def stop_in_the_second_segment(done: int, total: int | None) -> None:
+    if done == 15:
+        raise KeyboardInterrupt
+
+
+def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path, up2: Upscaler) -> None:
+    src = _b_frames_clip(tmp_path)
+    dst = tmp_path / "out.mkv"
+    options = {"model": up2, **LOSSLESS_SEGMENTS}
 
     with pytest.raises(KeyboardInterrupt):
         upscale_video(src, dst, progress=stop_in_the_second_segment, **options)
@@ -175,16 +186,8 @@ def test_interrupted_job_resumes_and_a_changed_option_starts_over(tmp_path: Path
 def test_the_work_folder_records_what_auto_chose_not_auto(tmp_path: Path) -> None:
     # A job resumed on another CPU (or after the choice cache was cleared) can settle "auto" differently; keyed
     # by "auto", its new segments would silently join ones made with another precision.
-    src = tmp_path / "b.mp4"
-    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
-    dst = tmp_path / "out.mkv"
-    options = {"segment": 0.3, "codec": "ffv1", "pix_fmt": "gbrp"}
+    src, dst, options = _b_frames_clip(tmp_path), tmp_path / "out.mkv", LOSSLESS_SEGMENTS
     network = detail_elan(2)
-
-    def stop_in_the_second_segment(done: int, total: int | None) -> None:
-        if done == 15:
-            raise KeyboardInterrupt
-
     auto = Upscaler(network, device="cpu", backend="eager", precision="auto")
     with pytest.raises(KeyboardInterrupt):
         upscale_video(src, dst, model=auto, progress=stop_in_the_second_segment, **options)
@@ -196,6 +199,37 @@ def test_the_work_folder_records_what_auto_chose_not_auto(tmp_path: Path) -> Non
     notes: list[str] = []
     upscale_video(src, dst, model=chosen, notify=notes.append, **options)
     assert notes == ["resuming: 1 of 3 segments done"]
+
+
+def test_a_resumed_auto_job_takes_the_choice_its_segments_were_made_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another --workers (other threads per worker), another CPU or a cleared choice cache could settle "auto"
+    # differently and throw the finished segments away; the job resumes with their choice instead, unmeasured.
+    from elan_video.model import choice
+
+    monkeypatch.setenv("ELAN_VIDEO_CACHE", str(tmp_path / "empty-cache"))  # nothing remembered: auto would measure
+    src, dst, options = _b_frames_clip(tmp_path), tmp_path / "out.mkv", LOSSLESS_SEGMENTS
+    network = detail_elan(2)
+    with pytest.raises(KeyboardInterrupt):
+        made = Upscaler(network, device="cpu", backend="eager", precision="fp32")
+        upscale_video(src, dst, model=made, progress=stop_in_the_second_segment, **options)
+
+    def no_measuring(*args: object) -> None:
+        raise AssertionError("auto measured instead of taking the earlier choice")
+
+    monkeypatch.setattr(choice, "_measure", no_measuring)
+    notes: list[str] = []
+    auto = Upscaler(network, device="cpu", backend="auto", precision="auto")
+    summary = upscale_video(src, dst, model=auto, notify=notes.append, **options)
+    assert notes == ["resuming: 1 of 3 segments done"]
+    assert (summary.backend, summary.precision) == ("eager", "fp32")
+    # Not taken: a choice "auto" could not make here (fp16 on a CPU), or one an explicit option contradicts.
+    fresh = Upscaler(network, device="cpu", backend="auto", precision="auto")
+    assert not fresh.adopt("eager", "fp16") and (fresh.backend, fresh.precision) == ("auto", "auto")
+    eager = Upscaler(network, device="cpu", backend="eager", precision="auto")
+    assert not eager.adopt("openvino", "fp32") and (eager.backend, eager.precision) == ("eager", "auto")
+    assert eager.adopt("eager", "fp32") and (eager.backend, eager.precision) == ("eager", "fp32")
 
 
 def test_an_interrupt_while_the_stages_start_leaves_none_of_them_running(

@@ -55,7 +55,7 @@ from .segments import (
 )
 from .stitch import stitch
 from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
-from .workdir import WorkFolder, model_hash, source_fingerprint
+from .workdir import WorkFolder, earlier_choice, model_hash, source_fingerprint
 
 if TYPE_CHECKING:
     from .distributed import ScaleOut, WorkerPool
@@ -391,7 +391,14 @@ def upscale_video(
         if segment is not None and _stitchable(plan):
             up = load()
             with _settled(
-                up, src_path, scale_out=scale_out, pool=pool, queue_size=queue_size, cpu_threads=cpu_threads
+                up,
+                src_path,
+                dst_path,
+                resume=resume,
+                scale_out=scale_out,
+                pool=pool,
+                queue_size=queue_size,
+                cpu_threads=cpu_threads,
             ) as ready_pool:
                 return _segmented_job(
                     job,
@@ -567,7 +574,9 @@ def _stitchable(plan: EncoderPlan) -> bool:
 def _settled(
     up: Upscaler,
     src: Path,
+    dst: Path,
     *,
+    resume: bool,
     scale_out: ScaleOut | None,
     pool: WorkerPool | None,
     queue_size: int,
@@ -576,7 +585,14 @@ def _settled(
     """The pool a segmented job runs on (``pool``, one started for ``scale_out``, or None: here), with ``up``'s
     "auto" choices settled on ``src``'s first frame wherever this machine runs the network (here, or in a pool of
     its CPUs), before the work folder is keyed by them: segments made with one choice are never resumed under
-    another. A cluster's workers settle "auto" each on its own machine."""
+    another. A job resumed takes the choice its finished segments were made with where it runs here (so another
+    ``--workers``, thus threads per worker, or a cleared choice cache still resumes). A cluster's workers settle
+    "auto" each on its own machine."""
+    here = pool is None and (scale_out is None or scale_out.address is None)
+    if resume and here and "auto" in (up.backend, up.precision):
+        earlier = earlier_choice(dst, source=source_fingerprint(src), model=model_hash(up.model.state_dict()))
+        if earlier is not None:
+            up.adopt(*earlier)
     if pool is not None or scale_out is None:
         if pool is None:
             settle_network(up, [src], threads=cpu_threads or torch.get_num_threads())

@@ -8,7 +8,9 @@ path or date, so a copied or renamed source still resumes), the network's weight
 changes the output (scale, precision and backend as "auto" settled them, tiling, the encoder plan, time range,
 deinterlacing, outscale, segment length; a cluster's workers settle "auto" each on its own machine, so there it
 stays "auto"). Options that change only how the job runs (workers, Ray, progress, JSON) are not in it. A key
-that differs starts the job over with a warning naming what changed.
+that differs starts the job over with a warning naming what changed; a job left to "auto" takes the backend and
+precision of the finished segments of the same source and model (:func:`earlier_choice`) where it could choose
+them here, rather than measuring again.
 
 Files are written under a temporary name and renamed once complete, and the manifest is rewritten the same way
 after each segment, so a kill at any instant leaves a folder that the next run reads correctly.
@@ -29,7 +31,7 @@ from typing import IO, Any
 from ..errors import OutputError
 from .segment_file import read_segment_file
 
-__all__ = ["WorkFolder", "model_hash", "source_fingerprint", "work_folder_for"]
+__all__ = ["WorkFolder", "earlier_choice", "model_hash", "source_fingerprint", "work_folder_for"]
 
 _MANIFEST = "manifest.json"
 _VERSION = 1
@@ -65,6 +67,24 @@ def model_hash(state: dict[str, Any]) -> str:
         if t.numel():
             digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())  # the bits, whatever the dtype (bf16)
     return digest.hexdigest()
+
+
+def earlier_choice(destination: Path, *, source: dict[str, Any], model: str) -> tuple[str, str] | None:
+    """The (backend, precision) the finished segments of an unfinished job writing ``destination`` were made with,
+    where that job read the same ``source`` (:func:`source_fingerprint`) with the same ``model``
+    (:func:`model_hash`); None where there is no such job or it has no finished segment."""
+    path = work_folder_for(destination)
+    manifest = _read_manifest(path) if path.is_dir() else None
+    if not manifest or not manifest.get("segments"):
+        return None
+    key = manifest.get("key")
+    if not isinstance(key, dict) or key.get("source") != source or key.get("model") != model:
+        return None
+    options = key.get("options")
+    if not isinstance(options, dict):
+        return None
+    backend, precision = options.get("backend"), options.get("precision")
+    return (backend, precision) if isinstance(backend, str) and isinstance(precision, str) else None
 
 
 class WorkFolder:

@@ -130,6 +130,27 @@ class Upscaler:
                 self._forwards[key] = fwd
         return fwd
 
+    def adopt(self, backend: str, precision: str) -> bool:
+        """Take ``backend`` and ``precision``, an earlier settling of this network (a resumed job's), for whichever
+        of the two options is still "auto", where the other agrees and "auto" could choose the pair on this
+        device; returns whether it did (else "auto" is measured at :meth:`settle` or the first call)."""
+        with self._lock:
+            if "auto" not in (self.backend, self.precision):
+                return False
+            if self.backend not in ("auto", backend) or self.precision not in ("auto", precision):
+                return False
+            if not self._could_choose(backend, precision):
+                return False
+            self.backend, self.precision = backend, precision
+        return True
+
+    def _could_choose(self, backend: str, precision: str) -> bool:
+        if self.device.type == "cpu":
+            from .choice import candidates
+
+            return (backend, precision) in candidates("auto")
+        return backend == "eager" and precision in ("fp32", *precision_candidates(self.device))
+
     def settle(self, image: np.ndarray) -> None:
         """Decide ``backend="auto"`` and ``precision="auto"`` now, measuring on ``image`` (H x W x 3 uint8 or
         uint16 RGB, a picture like the ones to come) as the first call would; nothing to do when both are set."""
