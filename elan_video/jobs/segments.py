@@ -121,8 +121,8 @@ def settle_network(up: Upscaler, pictures: Sequence[Path], *, threads: int) -> N
     first of ``pictures`` that decodes with ``threads`` PyTorch threads (as the frames will run); nothing to do
     when neither is "auto" or none decodes (each file's job reports it).
 
-    A segmented job keys its work folder by what the network runs with, so "auto" must be a choice by then: a
-    resumed job whose choice has changed (another CPU, a cleared cache) starts over instead of mixing segments."""
+    A segmented job keys its work folder by what the network runs with, so "auto" must be a choice by then:
+    segments made with one choice are never joined to segments made with another."""
     if "auto" not in (up.backend, up.precision):
         return
     for path in pictures:
