@@ -26,6 +26,7 @@ __all__ = [
     "MIN_PSNR_DB",
     "PRECISIONS",
     "build_backend",
+    "centre_crop",
     "parse_device",
     "precision_candidates",
     "psnr",
@@ -48,6 +49,14 @@ def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, peak: fl
     b_t = torch.from_numpy(np.array(b, dtype=np.float64)) if isinstance(b, np.ndarray) else b.double()
     mse = float(((a_t - b_t) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+def centre_crop(frame: torch.Tensor, side: int) -> torch.Tensor:
+    """The centre ``side`` x ``side`` of the first picture of ``frame`` (N x C x H x W), or less along an axis
+    shorter than ``side``: a view, 1 x C x min(H, side) x min(W, side)."""
+    h, w = frame.shape[2:]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return frame[:1, :, top : top + side, left : left + side]
 
 
 def to_dtype(precision: str) -> torch.dtype:

@@ -14,6 +14,7 @@ line's default backend.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -25,7 +26,7 @@ import torch
 
 from ..errors import first_line
 from .arch import ELAN
-from .backends import MIN_PSNR_DB, build_backend, precision_candidates, psnr
+from .backends import MIN_PSNR_DB, build_backend, centre_crop, precision_candidates, psnr
 from .export import weights_sha256
 from .runtimes import RUNTIMES, cache_folder, runtime_precisions
 
@@ -101,9 +102,7 @@ def _key(model: ELAN, precision: str, *, weights: str | None = None) -> str:
 def probe_from(frame: torch.Tensor) -> torch.Tensor:
     """The :data:`PROBE_SIDE` square every candidate runs: the centre of ``frame`` (N x 3 x H x W float, 0..255),
     tiled where the frame is smaller. Returns float32 1 x 3 x PROBE_SIDE x PROBE_SIDE."""
-    h, w = frame.shape[2:]
-    top, left = max(0, (h - PROBE_SIDE) // 2), max(0, (w - PROBE_SIDE) // 2)
-    crop = frame[:1, :, top : top + PROBE_SIDE, left : left + PROBE_SIDE].float()
+    crop = centre_crop(frame, PROBE_SIDE).float()
     repeats = (1, 1, -(-PROBE_SIDE // crop.shape[2]), -(-PROBE_SIDE // crop.shape[3]))
     return crop.repeat(*repeats)[:, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
 
@@ -135,11 +134,15 @@ def _seconds(run: Callable[[], object]) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _measure(model: ELAN, precision: str, probe: torch.Tensor) -> dict[str, object]:
-    cpu = torch.device("cpu")
-    reference = build_backend(model, backend="eager", precision="fp32", device=cpu, example=probe)
+def _fp32_output(model: ELAN, probe: torch.Tensor) -> torch.Tensor:
+    """What every candidate is checked against: the eager network in fp32 on ``probe``, clamped to 0..255."""
+    reference = build_backend(model, backend="eager", precision="fp32", device=torch.device("cpu"), example=probe)
     with torch.inference_mode():
-        expected = reference(probe).clamp(0, 255)
+        return reference(probe).clamp(0, 255)
+
+
+def _measure(model: ELAN, precision: str, probe: torch.Tensor, expected: torch.Tensor) -> dict[str, object]:
+    cpu = torch.device("cpu")
     timings: dict[str, float | str] = {}
     best: tuple[float, str, str] | None = None
     for backend, name in candidates(precision):
@@ -187,22 +190,23 @@ def _save(path: Path, known: dict[str, dict[str, object]]) -> None:
     partial.replace(path)
 
 
-def _holds_for(entry: dict[str, object], model: ELAN, weights: str, probe: torch.Tensor) -> bool:
+def _holds_for(
+    entry: dict[str, object], model: ELAN, weights: str, probe: torch.Tensor, expected: Callable[[], torch.Tensor]
+) -> bool:
     """Whether a choice measured with other weights of the same network keeps ``model`` within MIN_PSNR_DB of
     eager fp32 (checked once per ``weights``, the model's :func:`weights_sha256`, then remembered in ``entry``).
-    fp32 always does."""
+    fp32 always does. ``expected`` gives eager fp32's output on ``probe``."""
     checked = entry.get("checked")
     if not isinstance(checked, list):
         checked = entry["checked"] = []
     if entry["precision"] == "fp32" or weights in checked:
         return True
-    cpu = torch.device("cpu")
-    reference = build_backend(model, backend="eager", precision="fp32", device=cpu, example=probe)
     backend, precision = str(entry["backend"]), str(entry["precision"])
+    want = expected()
     try:
-        chosen = build_backend(model, backend=backend, precision=precision, device=cpu, example=probe)
+        chosen = build_backend(model, backend=backend, precision=precision, device=torch.device("cpu"), example=probe)
         with torch.inference_mode():
-            holds = psnr(chosen(probe).clamp(0, 255), reference(probe).clamp(0, 255)) >= MIN_PSNR_DB
+            holds = psnr(chosen(probe).clamp(0, 255), want) >= MIN_PSNR_DB
     except Exception:  # a runtime that fails here is for the measurement of these weights to rule out
         if backend == "eager":
             raise
@@ -229,7 +233,8 @@ def choose_backend(model: ELAN, *, precision: str, frame: torch.Tensor) -> tuple
         before = json.dumps(known, sort_keys=True)
         weights = weights_sha256(model)
         key = _key(model, precision)
-        if _complete(known.get(key)) and not _holds_for(known[key], model, weights, probe):
+        expected = functools.cache(lambda: _fp32_output(model, probe))  # built once, and only where needed
+        if _complete(known.get(key)) and not _holds_for(known[key], model, weights, probe, expected):
             key = _key(model, precision, weights=weights)
         if not _complete(known.get(key)):
             timed = ", ".join(f"{backend} {name}" for backend, name in candidates(precision))
@@ -238,7 +243,7 @@ def choose_backend(model: ELAN, *, precision: str, frame: torch.Tensor) -> tuple
                 file=sys.stderr,
                 flush=True,
             )
-            known[key] = {**_measure(model, precision, probe), "checked": [weights]}
+            known[key] = {**_measure(model, precision, probe, expected()), "checked": [weights]}
         if json.dumps(known, sort_keys=True) != before:
             _save(path, known)
     choice = known[key]

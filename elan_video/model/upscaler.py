@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError, OptionError
 from .allocator import reuse_freed_memory
 from .arch import ELAN, pad_to_multiple
-from .backends import MIN_PSNR_DB, Forward, build_backend, parse_device, precision_candidates, psnr
+from .backends import MIN_PSNR_DB, Forward, build_backend, centre_crop, parse_device, precision_candidates, psnr
 from .checkpoint import load_model
 from .memory import auto_tile, free_memory, tiling_bytes
 from .options import UpscaleOptions
@@ -181,9 +181,7 @@ class Upscaler:
         candidates = precision_candidates(self.device, self.backend)
         if not candidates:
             return "fp32"
-        h, w = x.shape[2:]
-        top, left = max(0, (h - _PROBE) // 2), max(0, (w - _PROBE) // 2)
-        probe = x[:1, :, top : top + _PROBE, left : left + _PROBE]
+        probe = centre_crop(x, _PROBE)
         # The ONNX runtimes reduce precision their own way, so they are checked as themselves; the compiled
         # backends run the eager network's arithmetic.
         trial_backend = self.backend if self.backend in ("onnxruntime", "openvino") else "eager"
