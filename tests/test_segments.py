@@ -9,8 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from conftest import detail_elan, shared_path
+from PIL import Image
 from pipeline_helpers import up2 as up2  # the shared fixture, re-exported so that pytest finds it here
 from video_clips import make_alpha_clip, make_clip, packets, video_frames
 
@@ -230,6 +232,44 @@ def test_a_resumed_auto_job_takes_the_choice_its_segments_were_made_with(
     eager = Upscaler(network, device="cpu", backend="eager", precision="auto")
     assert not eager.adopt("openvino", "fp32") and (eager.backend, eager.precision) == ("eager", "auto")
     assert eager.adopt("eager", "fp32") and (eager.backend, eager.precision) == ("eager", "fp32")
+
+
+def test_a_folder_job_resumes_its_unfinished_video_with_the_choice_its_segments_were_made_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder's files share one network per model: an image before the video would settle "auto" by measuring
+    # (or differently, after the cache was cleared) and the video's finished segments would be thrown away.
+    from elan_video.jobs.folder import upscale_folder
+    from elan_video.model import choice
+    from elan_video.model.options import UpscaleOptions
+
+    monkeypatch.setenv("ELAN_VIDEO_CACHE", str(tmp_path / "empty-cache"))
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    src = folder / "b.mkv"
+    make_clip(src, frames=30, size=(32, 24), options=BFRAMES)
+    Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(folder / "a.png")  # sorted first: done first
+    network = detail_elan(2)
+    with pytest.raises(KeyboardInterrupt):
+        made = Upscaler(network, device="cpu", backend="eager", precision="fp32")
+        upscale_video(src, out / "b.mkv", model=made, progress=stop_in_the_second_segment, **LOSSLESS_SEGMENTS)
+    (out / "b.mkv").unlink(missing_ok=True)
+
+    def no_measuring(*args: object) -> None:
+        raise AssertionError("auto measured instead of taking the earlier choice")
+
+    monkeypatch.setattr(choice, "_measure", no_measuring)
+    work = work_folder_for(out / "b.mkv")
+    notes: list[str] = []
+    summaries = []
+    result = upscale_folder(
+        folder, out, options=UpscaleOptions(model=network, device="cpu", backend="auto", precision="auto"),
+        notify=notes.append, on_done=summaries.append, segment=0.3, codec="ffv1", pix_fmt="gbrp",
+    )  # fmt: skip
+    assert (result.images, result.videos, result.failed) == (1, 1, 0)
+    assert notes == ["resuming: 1 of 3 segments done"] and not work.exists()
+    assert {(s.backend, s.precision) for s in summaries} == {("eager", "fp32")}
 
 
 def test_an_interrupt_while_the_stages_start_leaves_none_of_them_running(

@@ -17,7 +17,14 @@ from ..media.image import IMAGE_SUFFIXES, is_image_path
 from ..media.video.encoding import VIDEO_SUFFIXES
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
-from .pipeline import VideoSummary, check_image_options, upscale_video, weights_name, with_scale
+from .pipeline import (
+    VideoSummary,
+    adopt_earlier_choice,
+    check_image_options,
+    upscale_video,
+    weights_name,
+    with_scale,
+)
 from .streaming import ProgressCallback
 
 __all__ = ["FolderSummary", "upscale_folder"]
@@ -71,7 +78,8 @@ def upscale_folder(
     :data:`~elan_video.media.video.encoding.VIDEO_SUFFIXES`. workers/ray_address: the videos' segments run on a
     pool of that many Ray workers per model, in turn (see :mod:`~elan_video.jobs.distributed`), up to that many
     files at a time; images are upscaled here. A file that fails goes to ``on_error`` (the rest go on), one that
-    is done to ``on_done``; progress is called after each file with (files done, files in all).
+    is done to ``on_done``; progress is called after each file with (files done, files in all). Resumed, a
+    network's "auto" options take what an unfinished video's finished segments were made with, before any file.
 
     Raises InputError (no image or video in ``source``), OutputError (``destination`` is a file, is ``source``
     or cannot be created) and OptionError before any file is read.
@@ -103,6 +111,10 @@ def upscale_folder(
     for model in models.values():
         if model not in upscalers:
             upscalers[model] = upscaler_for(options if model is given else UpscaleOptions.of(options, model=model))
+    if resume and ray_address is None:
+        # Before any file settles a shared network's "auto": an unfinished video's segments keep their choice.
+        for path in videos:
+            adopt_earlier_choice(upscalers[models[path]], path, destination / path.name)
     counts = _Counts(len(files), progress)
 
     def one(path: Path, pool: Any = None) -> None:

@@ -55,7 +55,7 @@ from .segments import (
 )
 from .stitch import stitch
 from .streaming import ProgressCallback, as_grey_picture, grey_channel, run_stream
-from .workdir import WorkFolder, earlier_choice, model_hash, source_fingerprint
+from .workdir import WorkFolder, earlier_choice, model_hash, source_fingerprint, work_folder_for
 
 if TYPE_CHECKING:
     from .distributed import ScaleOut, WorkerPool
@@ -570,6 +570,21 @@ def _stitchable(plan: EncoderPlan) -> bool:
     return plan.muxer is not None and not av.ContainerFormat(plan.muxer).flags & _NO_TIMESTAMPS
 
 
+def adopt_earlier_choice(up: Upscaler, src: Path, dst: Path) -> bool:
+    """Give ``up``'s "auto" options the (backend, precision) that the finished segments of an unfinished job from
+    ``src`` to ``dst`` with the same network were made with, where ``up`` could choose them (see
+    :meth:`~elan_video.model.upscaler.Upscaler.adopt`); returns whether it did. For a job that runs here: a
+    cluster's workers settle "auto" each on its own machine."""
+    if "auto" not in (up.backend, up.precision) or not work_folder_for(dst).is_dir():
+        return False
+    try:
+        source = source_fingerprint(src)
+    except OSError:
+        return False  # the job itself reports an unreadable source
+    earlier = earlier_choice(dst, source=source, model=model_hash(up.model.state_dict()))
+    return earlier is not None and up.adopt(*earlier)
+
+
 @contextlib.contextmanager
 def _settled(
     up: Upscaler,
@@ -588,11 +603,8 @@ def _settled(
     another. A job resumed takes the choice its finished segments were made with where it runs here (so another
     ``--workers``, thus threads per worker, or a cleared choice cache still resumes). A cluster's workers settle
     "auto" each on its own machine."""
-    here = pool is None and (scale_out is None or scale_out.address is None)
-    if resume and here and "auto" in (up.backend, up.precision):
-        earlier = earlier_choice(dst, source=source_fingerprint(src), model=model_hash(up.model.state_dict()))
-        if earlier is not None:
-            up.adopt(*earlier)
+    if resume and pool is None and (scale_out is None or scale_out.address is None):
+        adopt_earlier_choice(up, src, dst)
     if pool is not None or scale_out is None:
         if pool is None:
             settle_network(up, [src], threads=cpu_threads or torch.get_num_threads())
