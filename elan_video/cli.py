@@ -166,6 +166,8 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
+    A video written to .gif or .webp becomes an animation of its frames (no sound).
+
     Without --model, a lossily coded video gets the codec-aware elan-light-x{2,3,4}-video weights (x2 H.264 with
     a mean QP of 28 to 32: elan-light-x2-video-medium, 32 or more: -strong), and an image or a losslessly coded
     video the clean ones.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import detail_elan
+from conftest import detail_elan, shared_path
 from PIL import Image
-from video_clips import pattern, video_frames
+from video_clips import make_alpha_clip, make_clip, pattern, video_frames
 
 from elan_video.errors import OptionError
 from elan_video.jobs.pipeline import upscale_video
@@ -170,3 +171,57 @@ def test_the_icc_profile_is_kept_where_the_format_has_room_and_reported_where_no
     assert heard == ["a.gif: GIF cannot hold the source's ICC profile; not written"]
     with Image.open(tmp_path / "a.png") as image:
         assert image.info.get("icc_profile") == icc
+
+
+def test_a_video_becomes_an_animated_gif_or_webp_frame_for_frame(tmp_path: Path, up2: Upscaler) -> None:
+    # 30 fps with a variable gap: durations follow the timestamps (GIF in hundredths of a second, not drifting).
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, size=(20, 12), rate=Fraction(30), time_base=Fraction(1, 3000), pts=[0, 100, 200, 500, 600],
+              codec="ffv1", pix_fmt="yuv444p")  # fmt: skip
+    decoded = [picture for _, picture in video_frames(clip)]
+    for name, durations in (("out.webp", [33, 34, 100, 33, 33]), ("out.gif", [30, 40, 100, 30, 30])):
+        summary = upscale_video(clip, tmp_path / name, model=up2, end=1.0)
+        out = read_animation(tmp_path / name)
+        assert summary.frames == 5 and summary.output_size == (40, 24) and out.loop == 0
+        assert out.durations_ms == durations
+        for index, got in enumerate(out.frames):
+            want = up2(decoded[index]).astype(int)
+            error = np.abs(got.astype(int) - want).mean()
+            assert error < 6.0  # measured: 3.5-3.7 levels (WebP, lossy 4:2:0 at quality 95), 3.6-4.6 (GIF's palette)
+            # Guard: the next frame (a picture dropped, repeated or out of order) is 17-54 levels off.
+            other = up2(decoded[(index + 1) % 5]).astype(int)
+            assert np.abs(got.astype(int) - other).mean() > 2 * error
+
+
+def test_a_video_to_an_animation_refuses_video_options_and_oversized_clips(
+    tmp_path: Path, up2: Upscaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elan_video.jobs import pipeline
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, size=(20, 12), frames=6, audio_from=shared_path("data", "video", "imageio_realshort.mp4"))
+    with pytest.raises(OptionError, match=r"clip\.mp4 is a video but .*out\.png names an image; .* or \.gif or \.webp"):
+        upscale_video(clip, tmp_path / "out.png", model=up2)
+    with pytest.raises(OptionError, match=r"out\.gif: an animated image; crf applies to videos only"):
+        upscale_video(clip, tmp_path / "out.gif", model=up2, crf=20)
+    # 6 pictures of 40 x 24 x 3 bytes: over a limit of 10 KiB, refused before decoding, nothing written.
+    monkeypatch.setattr(pipeline, "ANIMATION_MEMORY", 10 << 10)
+    with pytest.raises(OptionError, match=r"6 upscaled pictures need .* choose a shorter --start/--end range"):
+        upscale_video(clip, tmp_path / "out.gif", model=up2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    monkeypatch.setattr(pipeline, "ANIMATION_MEMORY", 1 << 20)
+    with pytest.warns(VideoWarning, match=r"the sound and subtitles of .*clip\.mp4 are not kept"):
+        assert upscale_video(clip, tmp_path / "out.gif", model=up2).frames == 6
+
+
+def test_a_video_with_alpha_becomes_a_webp_with_alpha(tmp_path: Path, up2: Upscaler) -> None:
+    pictures = make_alpha_clip(tmp_path / "a.mov", codec="qtrle", pix_fmt="argb")
+    assert upscale_video(tmp_path / "a.mov", tmp_path / "out.webp", model=up2).frames == 4
+    out = read_animation(tmp_path / "out.webp")
+    assert [f.shape for f in out.frames] == [(48, 64, 4)] * 4 and out.durations_ms == [100] * 4
+    enlarged = [np.kron(p[..., 3], np.ones((2, 2), np.uint8)).astype(int) for p in pictures]  # the source's alpha
+    for index, got in enumerate(out.frames):
+        assert np.abs(got[..., 3].astype(int) - enlarged[index]).mean() < 8  # measured: 3.8-4.3 levels
+        # Guard: alpha dropped (opaque: 52-96 levels off) or a neighbouring picture's (13-16) falls outside.
+        neighbour = enlarged[index + 1 if index < 3 else index - 1]
+        assert np.abs(255 - enlarged[index]).mean() > 8 and np.abs(neighbour - enlarged[index]).mean() > 8

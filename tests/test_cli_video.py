@@ -470,11 +470,17 @@ def test_bad_encoder_option_is_one_line(tmp_path: Path, clip: Path) -> None:
     assert listing(tmp_path) == {"clip.mp4"}
 
 
-def test_video_to_image_name_is_refused(tmp_path: Path, clip: Path) -> None:
+def test_video_to_a_still_image_name_is_refused_and_to_a_gif_is_an_animation(tmp_path: Path, clip: Path) -> None:
     code, _, err = run(clip, tmp_path / "out.png", *fast(tmp_path))
     assert code == 1
-    one_error_line(err, "use matching file types")
+    one_error_line(err, "names an image; use a video file type, or .gif or .webp")
     assert listing(tmp_path) == {"clip.mp4"}
+    code, _, err = run(clip, tmp_path / "out.gif", *fast(tmp_path))
+    assert code == 0 and "out.gif: 64x48, animation of 5 pictures" in err
+    from PIL import Image
+
+    with Image.open(tmp_path / "out.gif") as image:
+        assert image.n_frames == 5 and image.size == (64, 48)
 
 
 def test_python_dash_m_runs_the_same_command() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import time
@@ -27,6 +28,7 @@ from ..errors import ElanVideoError, InputError, OptionError, OutputError, Video
 from ..media.animation import ANIMATION_SUFFIXES, Animation, read_animation, write_animation
 from ..media.image import (
     ALPHA_SUFFIXES,
+    eight_bit,
     frame_count,
     is_image_path,
     read_alpha,
@@ -38,7 +40,7 @@ from ..media.image import (
 from ..media.video.encoding import EncoderPlan, check_outscale, plan_encoder
 from ..media.video.pixels import format_facts
 from ..media.video.probe import VideoInfo, check_source
-from ..media.video.reader import VideoReader
+from ..media.video.reader import DecodedFrame, VideoReader
 from ..media.video.writer import VideoWriter
 from ..model.arch import ELAN
 from ..model.checkpoint import BUNDLED, load_model
@@ -61,6 +63,13 @@ if TYPE_CHECKING:
     from .distributed import ScaleOut, WorkerPool
 
 __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
+
+# What a video may be written to besides a video: an animation of its frames. Not .png: for a video, one picture
+# or a numbered sequence is as likely meant as an APNG.
+VIDEO_ANIMATION_SUFFIXES = (".gif", ".webp")
+# Bytes of upscaled pictures a video-to-animation job may hold (Pillow writes an animation at once): a minute of
+# 640x360 at 25 fps is 1 GiB.
+ANIMATION_MEMORY = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -113,10 +122,19 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{dst}: output is the input file; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
-    src_image = is_image_path(src) or (is_image_path(dst) and _sniffs_as_image(src))
-    if src_image != is_image_path(dst) and not (src_image and _plays_as_video(src)):
-        kind = ("an image", "a video") if src_image else ("a video", "an image")
-        raise OptionError(f"{src} is {kind[0]} but {dst} names {kind[1]}; use matching file types")
+    src_image = _is_image_source(src, dst)
+    if src_image == is_image_path(dst) or (src_image and _plays_as_video(src)):
+        return
+    if src_image:
+        raise OptionError(f"{src} is an image but {dst} names a video; use matching file types")
+    if dst.suffix.lower() not in VIDEO_ANIMATION_SUFFIXES:
+        animation = " or ".join(VIDEO_ANIMATION_SUFFIXES)
+        raise OptionError(f"{src} is a video but {dst} names an image; use a video file type, or {animation}")
+
+
+def _is_image_source(src: Path, dst: Path) -> bool:
+    """Whether ``src`` is read as an image: by its suffix, or (where ``dst`` names an image) by its content."""
+    return is_image_path(src) or (is_image_path(dst) and _sniffs_as_image(src))
 
 
 def _sniffs_as_image(src: Path) -> bool:
@@ -137,13 +155,13 @@ def _plays_as_video(src: Path) -> bool:
     return suffix == ".gif" or (suffix in (".png", ".webp") and frame_count(src) > 1)
 
 
-def check_image_options(source: Path, **video_options: object) -> None:
+def check_image_options(source: Path, *, what: str | None = None, **video_options: object) -> None:
     """Refuse options that only mean something for a video (an encoder's settings, a time range,
-    deinterlacing) when ``source`` is a still image or a folder of them, rather than ignore them; a value of
-    None means not given."""
+    deinterlacing) when ``source`` is a still image or a folder of them (or ``what`` the message says), rather
+    than ignore them; a value of None means not given."""
     given = [name for name, value in video_options.items() if value is not None]
     if given:
-        what = "a folder of images" if source.is_dir() else "an image"
+        what = what or ("a folder of images" if source.is_dir() else "an image")
         verb = "applies" if len(given) == 1 else "apply"
         raise OptionError(f"{source}: {what}; {', '.join(given)} {verb} to videos only")
 
@@ -292,7 +310,9 @@ def upscale_video(
     (re-encoded or dropped with a warning when the output container refuses the codec). An animated GIF, APNG,
     WebP or AVIF written to .gif, .png, .webp or .avif has every picture upscaled, with its timing (see
     :mod:`elan_video.media.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
-    only), every picture at its timestamp, through FFmpeg.
+    only), every picture at its timestamp, through FFmpeg. A video written to .gif or .webp becomes an animation
+    of its frames, each shown until the next one's timestamp (8 bits; sound not kept; held in memory, so at
+    most :data:`ANIMATION_MEMORY` bytes of pictures).
 
     options, or ``settings`` (its fields as keywords: model, scale, device, precision, backend, tile,
     tile_overlap, batch, max_memory): how the network runs, see :class:`~elan_video.model.options.UpscaleOptions`;
@@ -362,6 +382,12 @@ def upscale_video(
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
     job.weights = weights_name(given, options.scale)
     load = functools.partial(job.load, options)
+    if is_image_path(dst_path) and not _is_image_source(src_path, dst_path):  # a video to an animation
+        animated = {"codec": codec, "pix_fmt": pix_fmt, "crf": crf, "preset": preset}
+        workers_given = workers if scale_out is not None else None
+        check_image_options(dst_path, what="an animated image", workers=workers_given, **animated)
+        with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=job.warn) as reader:
+            return _animation_job(job, reader, load)
     if is_image_path(dst_path):  # an animated image may also go to a video: FFmpeg reads it as one
         check_image_options(
             src_path,
@@ -496,6 +522,66 @@ def _image_job(job: _Job, load: Callable[[], Upscaler]) -> VideoSummary:
     return job.summary(
         frames=count, frames_lost=0, input_size=shapes[0], output_size=shapes[1], codec=None, pix_fmt=None
     )
+
+
+def _animation_job(job: _Job, reader: VideoReader, load: Callable[[], Upscaler]) -> VideoSummary:
+    """A video (or its time range) to an animated GIF or WebP: every frame upscaled, 8 bits, with its alpha where
+    it has one, shown until the next frame's timestamp (the last for one frame interval), looping forever. Pillow
+    writes an animation at once, so the pictures are held in memory: more than :data:`ANIMATION_MEMORY` bytes of
+    them is refused, before decoding where the length is known. Sound and subtitles are not kept (warned)."""
+    info, dst = reader.info, job.dst
+    up = load()
+    factor = job.outscale or up.scale
+    picture_bytes = round(info.width * factor) * round(info.height * factor) * (4 if info.alpha else 3)
+    frames = _frames_to_write(reader)
+    if frames is not None:
+        _check_animation_memory(job, frames, picture_bytes)
+    if info.others:
+        job.warn(f"{dst.name}: an animation holds pictures only; the sound and subtitles of {job.src} are not kept")
+    if info.sample_aspect_ratio is not None or info.display_matrix is not None:
+        job.warn(f"{dst.name}: an animation has square pixels and no rotation; shown as the video's pixels are stored")
+    reader.with_alpha = info.alpha
+    pictures: list[np.ndarray] = []
+    times: list[float] = []
+    for item in reader.items():
+        if not isinstance(item, DecodedFrame):
+            continue
+        result = up(item.image)
+        if item.alpha is not None:
+            result = np.dstack([result, _upscale_alpha(up, item.alpha)])
+        pictures.append(eight_bit(_outscaled(result, item.image.shape, job.outscale)))
+        times.append(item.time)
+        _check_animation_memory(job, len(pictures), pictures[0].nbytes)
+        if job.progress is not None:
+            job.progress(len(pictures), frames)
+    if not pictures:
+        _no_frames(job, info, start=reader.start, end=reader.end, damaged=reader.decode_errors > 0)
+    lost = _report_losses(job, reader)
+    # Durations from the rounded timestamps, so that they add up to the clip's length without drifting; GIF
+    # counts in hundredths of a second (30 fps: 30, 40, 30 ms... rather than 30 ms each, 10 % fast).
+    interval = float(1 / info.rate) if info.rate else (times[-1] - times[0]) / max(1, len(times) - 1) or 0.04
+    quantum = 10 if dst.suffix.lower() == ".gif" else 1
+    stamps = [quantum * round(1000 * t / quantum) for t in [*times, times[-1] + interval]]
+    durations = [max(quantum, b - a) for a, b in itertools.pairwise(stamps)]
+    with _temporary_output(dst) as tmp, _refusals_named(dst):
+        write_animation(tmp, pictures, durations_ms=durations, loop=0, warn=_as_from(dst, tmp, job.warn))
+    height, width = pictures[0].shape[:2]
+    return job.summary(
+        frames=len(pictures),
+        frames_lost=lost,
+        input_size=(info.width, info.height),
+        output_size=(width, height),
+        codec=None,
+        pix_fmt=None,
+    )
+
+
+def _check_animation_memory(job: _Job, frames: int, picture_bytes: int) -> None:
+    if frames * picture_bytes > ANIMATION_MEMORY:
+        raise OptionError(
+            f"{job.src}: {frames} upscaled pictures need {frames * picture_bytes / 2**30:.1f} GiB of memory as an"
+            f" animation (at most {ANIMATION_MEMORY / 2**30:g}); choose a shorter --start/--end range or a video output"
+        )
 
 
 def _video_job(

@@ -30,6 +30,7 @@ __all__ = [
     "ALPHA_SUFFIXES",
     "IMAGE_SUFFIXES",
     "PhotoTags",
+    "eight_bit",
     "frame_count",
     "is_image_path",
     "read_alpha",
@@ -95,6 +96,13 @@ def read_image(path: str | Path) -> np.ndarray:
         detail = str(exc).removeprefix(f"{path}: ")
         raise InputError(f"{path}: cannot be decoded as an image ({detail})") from None
     raise InputError(f"{path}: no picture could be decoded")
+
+
+def eight_bit(image: np.ndarray) -> np.ndarray:
+    """A uint16 picture (0..65535) rounded to uint8 (0..255); a uint8 one as it is."""
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return image
 
 
 def resize(image: np.ndarray, *, width: int, height: int) -> np.ndarray:
@@ -253,8 +261,7 @@ def write_image(
         return
     from PIL import Image
 
-    if image.dtype == np.uint16:
-        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    image = eight_bit(image)
     fmt = _PILLOW_FORMATS.get(suffix, suffix.lstrip(".").upper())
     if fmt == "HEIF":
         pillow_reads_heif()
