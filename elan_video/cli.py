@@ -166,7 +166,8 @@ def upscale(
 ) -> None:
     """Upscale SOURCE (video or image) into DESTINATION.
 
-    A video written to .gif or .webp becomes an animation of its frames (no sound).
+    A video written to .gif or .webp becomes an animation of its frames (no sound); DESTINATION - writes its
+    frames to standard output as Y4M (elan-video in.mkv - | mpv -).
 
     Without --model, a lossily coded video gets the codec-aware elan-light-x{2,3,4}-video weights (x2 H.264 with
     a mean QP of 28 to 32: elan-light-x2-video-medium, 32 or more: -strong), and an image or a losslessly coded
@@ -183,11 +184,13 @@ def upscale(
 
     from .errors import VideoWarning
     from .jobs.folder import upscale_folder
-    from .jobs.pipeline import upscale_video
+    from .jobs.pipeline import STDOUT, upscale_video
     from .jobs.workdir import work_folder_for
 
     options = _take_options(values)
     folder = Path(source).is_dir()
+    if destination == STDOUT and as_json:
+        raise OptionError(f"--json prints to standard output, which carries the video here ({STDOUT})")
     model_for: Callable[[Path], str] | None = None  # a folder's files: the weights each would get alone
     if options.model is None:
         from .jobs.default_weights import default_weights

@@ -18,6 +18,7 @@ from ..media.video.encoding import VIDEO_SUFFIXES
 from ..model.options import UpscaleOptions
 from ..model.upscaler import Upscaler, upscaler_for
 from .pipeline import (
+    STDOUT,
     VideoSummary,
     adopt_earlier_choice,
     check_image_options,
@@ -91,6 +92,8 @@ def upscale_folder(
     if not videos:
         scale_out = {"workers": workers if (workers or 1) > 1 else None, "ray_address": ray_address}
         check_image_options(source, **video_options, **scale_out)
+    if str(destination) == STDOUT:
+        raise OutputError(f"{source}: a folder's files go to a folder, not to standard output ({STDOUT})")
     if destination.exists() and not destination.is_dir():
         raise OutputError(f"{destination}: is a file; give a folder for the files of the folder {source}")
     if destination.exists() and destination.resolve() == source.resolve():

@@ -67,6 +67,9 @@ __all__ = ["ProgressCallback", "VideoSummary", "upscale_video"]
 # What a video may be written to besides a video: an animation of its frames. Not .png: for a video, one picture
 # or a numbered sequence is as likely meant as an APNG.
 VIDEO_ANIMATION_SUFFIXES = (".gif", ".webp")
+# The destination that means standard output: the video as raw Y4M frames, for a player or another encoder.
+STDOUT = "-"
+_STDOUT_PIPE = Path("pipe:1")
 # Bytes of upscaled pictures a video-to-animation job may hold (Pillow writes an animation at once): a minute of
 # 640x360 at 25 fps is 1 GiB.
 ANIMATION_MEMORY = 4 << 30
@@ -130,6 +133,18 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
     if dst.suffix.lower() not in VIDEO_ANIMATION_SUFFIXES:
         animation = " or ".join(VIDEO_ANIMATION_SUFFIXES)
         raise OptionError(f"{src} is a video but {dst} names an image; use a video file type, or {animation}")
+
+
+def _check_stdout_job(src: Path, *, codec: str | None, crf: int | None, preset: str | None, distributed: bool) -> None:
+    """Refuse what a job writing raw Y4M frames to standard output cannot do."""
+    if is_image_path(src) and not _plays_as_video(src):
+        raise OptionError(f"{src} is an image; standard output ({STDOUT}) takes a video, as Y4M frames")
+    given = [name for name, value in (("codec", codec), ("crf", crf), ("preset", preset)) if value is not None]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise OptionError(f"standard output ({STDOUT}) carries raw Y4M frames; {', '.join(given)} {verb} to files")
+    if distributed:
+        raise OptionError(f"standard output ({STDOUT}) is written here, in one stream; workers need a file")
 
 
 def _is_image_source(src: Path, dst: Path) -> bool:
@@ -312,7 +327,9 @@ def upscale_video(
     :mod:`elan_video.media.animation`); to other image formats, only its first; to a video (GIF, APNG and WebP
     only), every picture at its timestamp, through FFmpeg. A video written to .gif or .webp becomes an animation
     of its frames, each shown until the next one's timestamp (8 bits; sound not kept; held in memory, so at
-    most :data:`ANIMATION_MEMORY` bytes of pictures).
+    most :data:`ANIMATION_MEMORY` bytes of pictures). ``dst`` "-" (:data:`STDOUT`): the frames go to standard
+    output (file descriptor 1) as Y4M as they are made, in one stream (no segments, no workers, no encoder
+    options; sound left out).
 
     options, or ``settings`` (its fields as keywords: model, scale, device, precision, backend, tile,
     tile_overlap, batch, max_memory): how the network runs, see :class:`~elan_video.model.options.UpscaleOptions`;
@@ -376,7 +393,12 @@ def upscale_video(
         segment = segment if segment is not None else DEFAULT_SEGMENT_SECONDS
     distributed = scale_out is not None or pool is not None
     src_path, dst_path = check_source(src), Path(dst)
-    _check_destination(src_path, dst_path, overwrite=overwrite)
+    to_stdout = str(dst) == STDOUT
+    if to_stdout:
+        _check_stdout_job(src_path, codec=codec, crf=crf, preset=preset, distributed=distributed)
+        segment = None  # a pipe cannot be resumed or stitched
+    else:
+        _check_destination(src_path, dst_path, overwrite=overwrite)
     given = options.model
     options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
@@ -403,7 +425,7 @@ def upscale_video(
         return _image_job(job, load)
     with VideoReader(src_path, start=start, end=end, deinterlace=deinterlace, warn=job.warn) as reader:
         plan = plan_encoder(
-            dst_path,
+            Path("stdout.y4m") if to_stdout else dst_path,
             reader.info,
             scale=options.scale,
             codec=codec,
@@ -598,8 +620,10 @@ def _video_job(
     info = reader.info
     _warn_about_plan(job, reader, plan, pix_fmt_given=pix_fmt_given)
     reader.with_alpha = plan.alpha
-    with _temporary_output(job.dst) as tmp, _refusals_named(job.dst):
-        writer = VideoWriter(tmp, plan, metadata=dict(reader.stream.metadata), warn=job.warn)
+    # Standard output is written as it goes: a reader may be playing it already.
+    output = contextlib.nullcontext(_STDOUT_PIPE) if str(job.dst) == STDOUT else _temporary_output(job.dst)
+    with output as tmp, _refusals_named(job.dst):
+        writer = VideoWriter(tmp, plan, metadata=dict(reader.stream.metadata), warn=_as_from(job.dst, tmp, job.warn))
         try:
             writer.add_metadata_from(reader.container)
             passthrough = writer.add_streams_from(reader.container, video_index=reader.stream.index)

@@ -29,6 +29,8 @@ _MUXER_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_
 # The video stream's own tags that describe the pictures' content rather than their coding. A camera's start
 # timecode is one: MOV/MP4 store it as a tmcd track, which their muxer writes again from this tag.
 _VIDEO_TAGS = frozenset({"timecode", "language", "title"})
+# The suffix whose rules a muxer writing to a pipe (standard output, no file name) follows.
+_PIPE_SUFFIXES = {"yuv4mpegpipe": ".y4m"}
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".ogv": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac"}
 _AUDIO_FALLBACK |= {".avi": "libmp3lame", ".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
@@ -126,7 +128,9 @@ class VideoWriter:
         self._packets = packets
         try:
             if packets is None:
-                self.container = av.open(str(self.path), mode="w", options=dict(plan.muxer_options))
+                # The plan's muxer by name: a pipe ("pipe:1", standard output) has no suffix to tell it by.
+                options = dict(plan.muxer_options)
+                self.container = av.open(str(self.path), mode="w", format=plan.muxer, options=options)
             else:
                 # Never started, so never written: it only gives the encoder the muxer's flags.
                 self.container = av.open(io.BytesIO(), mode="w", format=plan.muxer)
@@ -147,6 +151,10 @@ class VideoWriter:
         self._video_end = Fraction(0)  # seconds: the last frame written's end
         self._next_sample: dict[int, int] = {}  # re-encoded audio, by output stream index: where the next frame goes
         self._closed = False
+        # Y4M has no timestamps: frame i plays at i / rate, whatever the source said (see write).
+        self._frame_clock = 1 / plan.rate if plan.rate and plan.muxer == "yuv4mpegpipe" else None
+        self._uneven = 0
+        self._first_time: Fraction | None = None
 
     def _setup_video(self, metadata: dict[str, str]) -> None:
         plan = self.plan
@@ -162,9 +170,10 @@ class VideoWriter:
             # MPEG-1/2 count time in whole frames: the frames' stamps are rebased to the source's frame clock.
             cc.time_base = 1 / plan.rate
         stream.time_base = plan.time_base
-        if plan.rate and self.container.format.name == "ogv":
+        if plan.rate and self.container.format.name in ("ogv", "yuv4mpegpipe"):
             # Ogg's VP8 header records the stream's time base as the frame rate, and its demuxer dates the first
-            # frame one such tick before the second: with a finer time base the first frame comes back late.
+            # frame one such tick before the second: with a finer time base the first frame comes back late. Y4M
+            # has no timestamps at all: its header's rate (the time base, too) is all a player has.
             stream.time_base = 1 / plan.rate
         if plan.rate:
             cc.framerate = plan.rate
@@ -196,8 +205,8 @@ class VideoWriter:
 
     def add_streams_from(self, source: av.container.InputContainer, *, video_index: int) -> tuple[int, ...]:
         """Attach every non-video stream of ``source``; returns the indices whose packets :meth:`mux` expects."""
-        suffix = self.path.suffix.lower()
         muxer, declared = self.container.format.name, frozenset(self.container.supported_codecs)
+        suffix = self.path.suffix.lower() or _PIPE_SUFFIXES.get(muxer, "")
         video_tags = {k: v for k, v in source.streams[video_index].metadata.items() if k.lower() in _VIDEO_TAGS}
         self.video.metadata.update(video_tags)
         self.video.disposition = source.streams[video_index].disposition
@@ -285,11 +294,21 @@ class VideoWriter:
         if (frame.width, frame.height) != (plan.width, plan.height):
             options |= {"width": plan.width, "height": plan.height, "interpolation": "LANCZOS"}
         frame = frame.reformat(**options)
-        frame.pts = pts
-        frame.time_base = plan.time_base
+        frame.pts, frame.time_base = pts, plan.time_base
+        if self._frame_clock is not None:
+            self._count_unevenness(pts * plan.time_base)
+            frame.pts, frame.time_base = self.frames_written, self._frame_clock
         self._send(self.video.encode(frame))
         self.frames_written += 1
         self._video_end = pts * plan.time_base + (1 / plan.rate if plan.rate else 0)
+
+    def _count_unevenness(self, time: Fraction) -> None:
+        """Count the frames more than half a frame away from where Y4M's fixed rate will show them."""
+        assert self._frame_clock is not None
+        if self._first_time is None:
+            self._first_time = time
+        if abs(time - self._first_time - self.frames_written * self._frame_clock) > self._frame_clock / 2:
+            self._uneven += 1
 
     def _send(self, packets: list[av.Packet]) -> None:
         if self._packets is None:
@@ -403,6 +422,12 @@ class VideoWriter:
                 self.container.mux(out.encode(None))
         finally:
             self.container.close()
+        if self._uneven:
+            rate = float(1 / self._frame_clock) if self._frame_clock else 0.0
+            self._warn(
+                f"Y4M keeps no timestamps: {self._uneven} of {self.frames_written} frames of this variable-rate video"
+                f" play off their time, all evenly at {rate:.3f} fps"
+            )
         self._check_geometry()
 
     def _check_geometry(self) -> None:
@@ -411,6 +436,8 @@ class VideoWriter:
         plan = self.plan
         if self._packets is not None or (plan.sample_aspect_ratio is None and plan.display_matrix is None):
             return
+        if str(self.path).startswith("pipe:"):
+            return  # gone down the pipe: nothing to read back
         with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(self.path)) as written:
             stream = written.streams.video[0]
             where = f"{self.path.suffix or 'this container'} with {plan.codec}"
