@@ -171,6 +171,21 @@ def test_mpeg_1_and_2_take_a_frame_rate_their_headers_cannot_name(tmp_path: Path
     assert [t - got[0] for t in got] == pytest.approx([t - want[0] for t in want], abs=1e-3)
 
 
+def test_mpeg_2_moves_frames_of_a_variable_rate_source_to_free_frame_times(tmp_path: Path) -> None:
+    # MPEG-1/2 count time in whole frames: frames 10 ms apart in a "25 fps" phone clip shared a frame time, and
+    # the muxer refused the file ("Invalid argument").
+    src = tmp_path / "vfr.mkv"
+    stamps = [0, 10, 20, 500, 510]
+    make_clip(src, size=(16, 12), time_base=Fraction(1, 1000), pts=stamps, codec="ffv1", pix_fmt="yuv444p")
+    up = Upscaler(tiny_elan(2), scale=2, **FAST)
+    with pytest.warns(VideoWarning, match=r"mpeg2video counts time in whole frames of 25\.000 fps: 2 of 5 frames"):
+        assert upscale_video(src, tmp_path / "o.mkv", model=up, codec="mpeg2video").frames == 5
+    assert [t for t, _ in video_frames(tmp_path / "o.mkv")] == pytest.approx([0.0, 0.04, 0.08, 0.48, 0.52])
+    # From --start 0.4 the frames keep the source's times (to the nearest frame), not restart at 0.
+    assert upscale_video(src, tmp_path / "late.mkv", model=up, codec="mpeg2video", start=0.4).frames == 2
+    assert [t for t, _ in video_frames(tmp_path / "late.mkv")] == pytest.approx([0.48, 0.52])
+
+
 def test_demo_makes_its_clip_upscales_it_and_writes_the_comparison(tmp_path: Path) -> None:
     import runpy
 

@@ -151,10 +151,13 @@ class VideoWriter:
         self._video_end = Fraction(0)  # seconds: the last frame written's end
         self._next_sample: dict[int, int] = {}  # re-encoded audio, by output stream index: where the next frame goes
         self._closed = False
-        # Y4M has no timestamps: frame i plays at i / rate, whatever the source said (see write).
-        self._frame_clock = 1 / plan.rate if plan.rate and plan.muxer == "yuv4mpegpipe" else None
-        self._uneven = 0
+        # Y4M has no timestamps: frame i plays at i / rate, whatever the source said. MPEG-1/2 count time in whole
+        # frames of the rate: a variable-rate source's frames that share one are moved to the next free one.
+        self._sequential = bool(plan.rate) and plan.muxer == "yuv4mpegpipe"
+        self._frame_ticks = bool(plan.rate) and plan.codec in MPEG12_CODECS
         self._first_time: Fraction | None = None
+        self._last_tick: int | None = None
+        self._off_time = 0  # frames shown more than half a frame away from their source time
 
     def _setup_video(self, metadata: dict[str, str]) -> None:
         plan = self.plan
@@ -295,20 +298,30 @@ class VideoWriter:
             options |= {"width": plan.width, "height": plan.height, "interpolation": "LANCZOS"}
         frame = frame.reformat(**options)
         frame.pts, frame.time_base = pts, plan.time_base
-        if self._frame_clock is not None:
-            self._count_unevenness(pts * plan.time_base)
-            frame.pts, frame.time_base = self.frames_written, self._frame_clock
+        if self._sequential or self._frame_ticks:
+            frame.pts, frame.time_base = self._frame_tick(pts * plan.time_base), 1 / plan.rate
         self._send(self.video.encode(frame))
         self.frames_written += 1
         self._video_end = pts * plan.time_base + (1 / plan.rate if plan.rate else 0)
 
-    def _count_unevenness(self, time: Fraction) -> None:
-        """Count the frames more than half a frame away from where Y4M's fixed rate will show them."""
-        assert self._frame_clock is not None
+    def _frame_tick(self, time: Fraction) -> int:
+        """The frame (in 1 / rate) at which a frame-clocked output shows the frame whose source time is ``time``
+        (seconds): the next in order for Y4M (from its first frame), the nearest still free for MPEG-1/2 (whose
+        timestamps keep the source's); counts those more than half a frame off their time."""
+        assert self.plan.rate is not None
         if self._first_time is None:
-            self._first_time = time
-        if abs(time - self._first_time - self.frames_written * self._frame_clock) > self._frame_clock / 2:
-            self._uneven += 1
+            self._first_time = time if self._sequential else Fraction(0)
+        wanted = (time - self._first_time) * self.plan.rate
+        if self._sequential:
+            tick = self.frames_written
+        else:
+            tick = round(wanted)
+            if self._last_tick is not None and tick <= self._last_tick:
+                tick = self._last_tick + 1
+        self._last_tick = tick
+        if abs(tick - wanted) > Fraction(1, 2):
+            self._off_time += 1
+        return tick
 
     def _send(self, packets: list[av.Packet]) -> None:
         if self._packets is None:
@@ -422,12 +435,16 @@ class VideoWriter:
                 self.container.mux(out.encode(None))
         finally:
             self.container.close()
-        if self._uneven:
-            rate = float(1 / self._frame_clock) if self._frame_clock else 0.0
-            self._warn(
-                f"Y4M keeps no timestamps: {self._uneven} of {self.frames_written} frames of this variable-rate video"
-                f" play off their time, all evenly at {rate:.3f} fps"
+        if self._off_time:
+            rate = float(self.plan.rate or 0)
+            how = (
+                f"Y4M keeps no timestamps: {self._off_time} of {self.frames_written} frames of this variable-rate "
+                f"video play off their time, all evenly at {rate:.3f} fps"
+                if self._sequential
+                else f"{self.plan.codec} counts time in whole frames of {rate:.3f} fps: {self._off_time} of "
+                f"{self.frames_written} frames of this variable-rate video moved to the next free frame time"
             )
+            self._warn(how)
         self._check_geometry()
 
     def _check_geometry(self) -> None:
