@@ -171,6 +171,8 @@ def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> No
         (".m2ts", 10, "libx265", "yuv420p10le"),
         (".mxf", 8, "mpeg2video", "yuv420p"),
         (".mxf", 10, "prores_ks", "yuv422p10le"),
+        (".mpg", 8, "mpeg2video", "yuv420p"),
+        (".mpeg", 10, "mpeg2video", "yuv420p"),
     ],
 )
 def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix_fmt: str) -> None:
@@ -179,6 +181,24 @@ def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix
     plan = plan_encoder(Path("out" + suffix), info, scale=2)
     assert (plan.codec, plan.pix_fmt) == (codec, pix_fmt)
     assert plan.rgb_format == ("rgb24" if depth == 8 else "rgb48le")
+
+
+def test_a_folder_takes_its_mpeg_program_streams_and_writes_them_as_mpeg_2(tmp_path: Path) -> None:
+    from conftest import tiny_elan
+
+    from elan_video.jobs.folder import upscale_folder
+    from elan_video.model.options import UpscaleOptions
+    from elan_video.model.upscaler import Upscaler
+
+    folder = tmp_path / "dvd"
+    folder.mkdir()
+    make_clip(folder / "title.mpg", frames=4, size=(32, 24), codec="mpeg2video", time_base=Fraction(1, 25))
+    up = Upscaler(tiny_elan(2), scale=2, device="cpu", precision="fp32", backend="eager")
+    result = upscale_folder(folder, tmp_path / "out", options=UpscaleOptions(model=up))
+    assert (result.videos, result.failed) == (1, 0)
+    with av.open(str(tmp_path / "out" / "title.mpg")) as c:
+        assert c.format.name == "mpeg" and c.streams.video[0].codec_context.name == "mpeg2video"
+        assert (c.streams.video[0].codec_context.width, len(list(c.decode(video=0)))) == (64, 4)
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,9 @@ _DEFAULT_CODECS = {
     ".m2ts": ("libx264", "libx265"),
     ".mts": ("libx264", "libx265"),
     ".mxf": ("mpeg2video", "prores_ks"),  # broadcast MXF: MPEG-2 (8 bits only) or ProRes 4:2:2 10-bit
+    # A program stream is what DVD tools and players expect MPEG-2 in (H.264 in one is rarely read right).
+    ".mpg": ("mpeg2video", "mpeg2video"),
+    ".mpeg": ("mpeg2video", "mpeg2video"),
 }
 # The video files a folder job upscales: those whose suffix names a container the writer picks a codec for.
 VIDEO_SUFFIXES = tuple(_DEFAULT_CODECS)
@@ -289,8 +292,9 @@ def plan_encoder(
     ``scale`` times larger frames with Lanczos), rounded to even sizes for encoders that need them.
 
     Defaults per container: .mp4/.mov/.mkv H.264 (HEVC for > 8-bit sources; ProRes for a ProRes source in .mov
-    and .mkv), .webm VP9, .ogv VP8, .mxf MPEG-2 (ProRes 4:2:2 10-bit for > 8-bit sources), .y4m raw; the pixel
-    format keeps the source's chroma layout, bit depth and alpha where the codec allows. Raises OptionError.
+    and .mkv), .webm VP9, .ogv VP8, .mxf MPEG-2 (ProRes 4:2:2 10-bit for > 8-bit sources), .mpg MPEG-2, .y4m
+    raw; the pixel format keeps the source's chroma layout, bit depth and alpha where the codec allows. Raises
+    OptionError.
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()
