@@ -173,6 +173,7 @@ def test_variable_frame_rate_timestamps_round_trip_exactly(tmp_path: Path) -> No
         (".mxf", 10, "prores_ks", "yuv422p10le"),
         (".mpg", 8, "mpeg2video", "yuv420p"),
         (".mpeg", 10, "mpeg2video", "yuv420p"),
+        (".3gp", 8, "libx264", "yuv420p"),
     ],
 )
 def test_encoder_defaults_per_container(suffix: str, depth: int, codec: str, pix_fmt: str) -> None:

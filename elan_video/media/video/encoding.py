@@ -44,6 +44,7 @@ _DEFAULT_CODECS = {
     # A program stream is what DVD tools and players expect MPEG-2 in (H.264 in one is rarely read right).
     ".mpg": ("mpeg2video", "mpeg2video"),
     ".mpeg": ("mpeg2video", "mpeg2video"),
+    ".3gp": ("libx264", "libx264"),  # older phones' MP4 variant: H.264 and AAC there too
 }
 # The video files a folder job upscales: those whose suffix names a container the writer picks a codec for.
 VIDEO_SUFFIXES = tuple(_DEFAULT_CODECS)

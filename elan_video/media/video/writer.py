@@ -34,7 +34,7 @@ _PIPE_SUFFIXES = {"yuv4mpegpipe": ".y4m"}
 # Audio codec to re-encode to when the output container refuses the source's audio codec.
 _AUDIO_FALLBACK = {".webm": "libopus", ".ogv": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac"}
 _AUDIO_FALLBACK |= {".avi": "libmp3lame", ".ts": "aac", ".mts": "aac", ".m2ts": "ac3", ".mpg": "mp2", ".mpeg": "mp2"}
-_AUDIO_FALLBACK |= {".mxf": "pcm_s24le"}
+_AUDIO_FALLBACK |= {".mxf": "pcm_s24le", ".3gp": "aac"}
 # Sample rates a container takes, where it takes only some: MXF's muxer writes 48 kHz audio only.
 _AUDIO_RATES = {".mxf": (48000,)}
 # Text subtitle format to convert to when the output container refuses the source's (SRT/ASS into MP4, MP4's
