@@ -127,6 +127,7 @@ def test_audio_the_muxer_lists_but_refuses_is_reencoded_and_unnamed_channels_get
         ("mono", "out.webm", ("opus", "mono")),
         ("5.1", "out.webm", ("opus", "5.1")),
         ("5.1", "out.mpg", ("mp2", "stereo")),
+        ("stereo", "out.3gp", ("aac", "stereo")),
     ],
 )
 def test_reencoded_audio_keeps_its_channels_where_the_encoder_takes_them(
