@@ -111,3 +111,16 @@ def test_a_variable_rate_video_to_y4m_plays_evenly_and_says_so(tmp_path: Path) -
     with warnings.catch_warnings():
         warnings.simplefilter("error", VideoWarning)
         assert upscale_video(even, tmp_path / "even.y4m", model=up, start=0.04).frames == 3
+
+
+def test_in_the_library_dash_writes_file_descriptor_1_and_warns_what_y4m_loses(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    src = tmp_path / "anamorphic.mp4"
+    make_clip(src, frames=3, size=(16, 12), sar=Fraction(8, 9))
+    up = Upscaler(detail_elan(2), scale=2, device="cpu", precision="fp32")
+    with pytest.warns(VideoWarning, match=r"standard output's Y4M does not record the source's sample aspect ratio"):
+        summary = upscale_video(src, "-", model=up)
+    out = capfdbinary.readouterr().out
+    assert summary.frames == 3 and out.count(b"FRAME") == 3 and _header(out)["W"] == "32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anamorphic.mp4"]

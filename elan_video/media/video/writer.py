@@ -454,18 +454,24 @@ class VideoWriter:
         if self._packets is not None or (plan.sample_aspect_ratio is None and plan.display_matrix is None):
             return
         if str(self.path).startswith("pipe:"):
-            return  # gone down the pipe: nothing to read back
+            # Nothing to read back; Y4M's muxer takes both from the stream, which PyAV cannot set: never recorded.
+            self._warn_geometry_lost("standard output's Y4M", sar=None, matrix=None)
+            return
         with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(self.path)) as written:
             stream = written.streams.video[0]
             where = f"{self.path.suffix or 'this container'} with {plan.codec}"
-            sar = plan.sample_aspect_ratio
-            if sar is not None and stream_sar(stream) != sar:
-                self._warn(
-                    f"{where} does not record the source's sample aspect ratio {sar.numerator}:{sar.denominator}; "
-                    "players will show the output with square pixels"
-                )
-            if plan.display_matrix is not None and stream_display_matrix(stream) is None:
-                self._warn(f"{where} does not record the source's display rotation; players will show it unrotated")
+            self._warn_geometry_lost(where, sar=stream_sar(stream), matrix=stream_display_matrix(stream))
+
+    def _warn_geometry_lost(self, where: str, *, sar: Fraction | None, matrix: tuple[int, ...] | None) -> None:
+        """Warn where the output's recorded aspect ratio (``sar``) or display matrix is not the source's."""
+        want = self.plan.sample_aspect_ratio
+        if want is not None and sar != want:
+            self._warn(
+                f"{where} does not record the source's sample aspect ratio {want.numerator}:{want.denominator}; "
+                "players will show the output with square pixels"
+            )
+        if self.plan.display_matrix is not None and matrix is None:
+            self._warn(f"{where} does not record the source's display rotation; players will show it unrotated")
 
     def abort(self) -> None:
         """Close without flushing (the caller deletes the file)."""
