@@ -602,7 +602,8 @@ def _check_animation_memory(job: _Job, frames: int, picture_bytes: int) -> None:
     if frames * picture_bytes > ANIMATION_MEMORY:
         raise OptionError(
             f"{job.src}: {frames} upscaled pictures need {frames * picture_bytes / 2**30:.1f} GiB of memory as an"
-            f" animation (at most {ANIMATION_MEMORY / 2**30:g}); choose a shorter --start/--end range or a video output"
+            f" animation (at most {ANIMATION_MEMORY / 2**30:g} GiB); choose a shorter --start/--end range or a"
+            " video output"
         )
 
 
