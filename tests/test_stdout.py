@@ -124,3 +124,22 @@ def test_in_the_library_dash_writes_file_descriptor_1_and_warns_what_y4m_loses(
     out = capfdbinary.readouterr().out
     assert summary.frames == 3 and out.count(b"FRAME") == 3 and _header(out)["W"] == "32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anamorphic.mp4"]
+
+
+def test_a_terminal_as_standard_output_is_refused(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=3, size=(16, 12))
+    leader, terminal = pty.openpty()
+    try:
+        process = _command(src, "-", *_fast(tmp_path), stdout=terminal)
+        _, err = process.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(leader)
+    assert process.returncode == 1
+    assert err.decode().strip() == (
+        "elan-video: error: standard output (-) is a terminal; pipe it into a player or an encoder (| mpv -)"
+    )

@@ -137,6 +137,9 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
 
 def _check_stdout_job(src: Path, *, codec: str | None, crf: int | None, preset: str | None, distributed: bool) -> None:
     """Refuse what a job writing raw Y4M frames to standard output cannot do."""
+    if os.isatty(1):
+        # As gzip does: megabytes of raw frames would flood the terminal.
+        raise OptionError(f"standard output ({STDOUT}) is a terminal; pipe it into a player or an encoder (| mpv -)")
     if is_image_path(src) and not _plays_as_video(src):
         raise OptionError(f"{src} is an image; standard output ({STDOUT}) takes a video, as Y4M frames")
     given = [name for name, value in (("codec", codec), ("crf", crf), ("preset", preset)) if value is not None]
