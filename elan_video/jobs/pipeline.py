@@ -111,7 +111,9 @@ class VideoSummary:
 # -- the job ------------------------------------------------------------------------------------------------
 
 
-def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
+def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> bool:
+    """Refuse a destination that cannot be written, or whose kind does not fit the source's; returns whether
+    ``src`` is read as an image (by its suffix, or where ``dst`` names an image, by its content)."""
     folder = dst.parent if str(dst.parent) else Path(".")
     if dst.is_dir():
         raise OutputError(f"{dst}: is a folder; give an output file name")
@@ -125,14 +127,15 @@ def _check_destination(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{dst}: output is the input file; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists (pass --overwrite / -y, or overwrite=True, to replace it)")
-    src_image = _is_image_source(src, dst)
+    src_image = is_image_path(src) or (is_image_path(dst) and _sniffs_as_image(src))
     if src_image == is_image_path(dst) or (src_image and _plays_as_video(src)):
-        return
+        return src_image
     if src_image:
         raise OptionError(f"{src} is an image but {dst} names a video; use matching file types")
     if dst.suffix.lower() not in VIDEO_ANIMATION_SUFFIXES:
         animation = " or ".join(VIDEO_ANIMATION_SUFFIXES)
         raise OptionError(f"{src} is a video but {dst} names an image; use a video file type, or {animation}")
+    return src_image
 
 
 def _check_stdout_job(src: Path, *, codec: str | None, crf: int | None, preset: str | None, distributed: bool) -> None:
@@ -148,11 +151,6 @@ def _check_stdout_job(src: Path, *, codec: str | None, crf: int | None, preset: 
         raise OptionError(f"standard output ({STDOUT}) carries raw Y4M frames; {', '.join(given)} {verb} to files")
     if distributed:
         raise OptionError(f"standard output ({STDOUT}) is written here, in one stream; workers need a file")
-
-
-def _is_image_source(src: Path, dst: Path) -> bool:
-    """Whether ``src`` is read as an image: by its suffix, or (where ``dst`` names an image) by its content."""
-    return is_image_path(src) or (is_image_path(dst) and _sniffs_as_image(src))
 
 
 def _sniffs_as_image(src: Path) -> bool:
@@ -217,9 +215,13 @@ def _refusals_named(dst: Path) -> Iterator[None]:
         raise OutputError(f"{dst}: could not be written ({reason})") from None
 
 
-def _upscale_alpha(up: Upscaler, alpha: np.ndarray) -> np.ndarray:
-    """An H x W alpha channel upscaled by the network as a grey picture."""
-    return grey_channel(up(as_grey_picture(alpha)))
+def _upscale_picture(up: Upscaler, rgb: np.ndarray, alpha: np.ndarray | None, outscale: float | None) -> np.ndarray:
+    """H x W x 3 ``rgb`` upscaled, with its H x W ``alpha`` (upscaled by the network as a grey picture, whose edges
+    are sharper than an interpolation's) as a fourth channel where given, then resized to ``outscale``."""
+    result = up(np.ascontiguousarray(rgb))
+    if alpha is not None:
+        result = np.dstack([result, grey_channel(up(as_grey_picture(alpha)))])
+    return _outscaled(result, rgb.shape, outscale)
 
 
 def _upscale_still(
@@ -227,13 +229,11 @@ def _upscale_still(
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Upscale ``image`` (read from ``src``; with its alpha, ICC profile and EXIF) into ``dst``; ((w, h) in,
     (w, h) out)."""
-    result = up(image)
     alpha = read_alpha(src)
-    if alpha is not None and dst.suffix.lower() in ALPHA_SUFFIXES:
-        result = np.dstack([result, _upscale_alpha(up, alpha)])
-    elif alpha is not None:
+    if alpha is not None and dst.suffix.lower() not in ALPHA_SUFFIXES:
         warn(f"{dst.name}: {dst.suffix} has no alpha channel; the transparency of {src} is dropped")
-    result = _outscaled(result, image.shape, outscale)
+        alpha = None
+    result = _upscale_picture(up, image, alpha, outscale)
     with _temporary_output(dst) as tmp, _refusals_named(dst):
         write_image(tmp, result, tags=read_photo_tags(src), warn=_as_from(dst, tmp, warn))
     return (image.shape[1], image.shape[0]), (result.shape[1], result.shape[0])
@@ -253,10 +253,8 @@ def _upscale_animation(
     duration, the loop count and the ICC profile; (((w, h) in, (w, h) out), pictures)."""
     results = []
     for done, picture in enumerate(animation.frames, start=1):
-        result = up(np.ascontiguousarray(picture[..., :3]))
-        if picture.shape[2] == 4:
-            result = np.dstack([result, _upscale_alpha(up, picture[..., 3])])
-        results.append(_outscaled(result, picture.shape, outscale))
+        alpha = picture[..., 3] if picture.shape[2] == 4 else None
+        results.append(_upscale_picture(up, picture[..., :3], alpha, outscale))
         if progress is not None:
             progress(done, len(animation.frames))
     icc_profile = read_photo_tags(src).icc_profile
@@ -400,14 +398,15 @@ def upscale_video(
     if to_stdout:
         _check_stdout_job(src_path, codec=codec, crf=crf, preset=preset, distributed=distributed)
         segment = None  # a pipe cannot be resumed or stitched
+        src_image = False  # read as a video: standard output takes no still image
     else:
-        _check_destination(src_path, dst_path, overwrite=overwrite)
+        src_image = _check_destination(src_path, dst_path, overwrite=overwrite)
     given = options.model
     options = with_scale(options, outscale)
     job = _Job(src_path, dst_path, began=began, progress=progress, outscale=outscale)
     job.weights = weights_name(given, options.scale)
     load = functools.partial(job.load, options)
-    if is_image_path(dst_path) and not _is_image_source(src_path, dst_path):  # a video to an animation
+    if is_image_path(dst_path) and not src_image:  # a video to an animation
         animated = {"codec": codec, "pix_fmt": pix_fmt, "crf": crf, "preset": preset}
         workers_given = workers if scale_out is not None else None
         check_image_options(dst_path, what="an animated image", workers=workers_given, **animated)
@@ -571,10 +570,7 @@ def _animation_job(job: _Job, reader: VideoReader, load: Callable[[], Upscaler])
     for item in reader.items():
         if not isinstance(item, DecodedFrame):
             continue
-        result = up(item.image)
-        if item.alpha is not None:
-            result = np.dstack([result, _upscale_alpha(up, item.alpha)])
-        pictures.append(eight_bit(_outscaled(result, item.image.shape, job.outscale)))
+        pictures.append(eight_bit(_upscale_picture(up, item.image, item.alpha, job.outscale)))
         times.append(item.time)
         _check_animation_memory(job, len(pictures), pictures[0].nbytes)
         if job.progress is not None:
